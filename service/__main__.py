@@ -1,0 +1,7 @@
+"""`python -m service` runs the `grsai-relay` command."""
+
+import sys
+
+from service.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""The long-lived objects one running app holds, handed to routes through the lifespan state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import httpx
+from starlette.requests import Request
+
+from service.clock import Clock
+from service.credentials import Entropy
+from service.ingest import CallbackIngestor
+from service.poller import Poller
+from service.settings import Settings
+from service.storage import Storage
+from service.submission import Submitter
+from service.upstream import GrsaiClient
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything a request handler may need."""
+
+    settings: Settings
+    storage: Storage
+    http: httpx.AsyncClient
+    upstream: GrsaiClient
+    submitter: Submitter
+    ingestor: CallbackIngestor
+    poller: Poller
+    clock: Clock
+    entropy: Entropy
+
+
+def services(request: Request) -> Services:
+    """The app's services (set by the lifespan)."""
+    return cast(Services, request.state.services)

@@ -1,0 +1,157 @@
+"""Receiving GrsAI's callbacks: authenticate by token, parse, verify terminal news, persist.
+
+Every callback that reaches a known task is stored raw with its outcome, in the same
+transaction as the state change it causes, before the 200 goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from service.clock import Clock
+from service.credentials import hash_secret, token_well_formed
+from service.errors import BadRequest, NotFound, UpstreamError
+from service.jsonbody import loads_object
+from service.observation import Observation, parse_task_object
+from service.records import TERMINAL, Task
+from service.schedule import PollPolicy
+from service.storage import Event, Storage
+from service.transitions import Decision, decide
+from service.upstream import GrsaiClient
+
+
+def with_schedule(decision: Decision, task: Task, policy: PollPolicy, now: float) -> Decision:
+    """Add the next poll time implied by news about `task` to `decision`."""
+    if decision.outcome not in ("applied", "duplicate"):
+        return decision
+    if decision.changes.get("status", task.status) in TERMINAL:
+        return decision
+    next_poll = policy.after_news(task.mode, task.next_poll_at, now)
+    changes = {**decision.changes, "next_poll_at": next_poll, "poll_attempts": 0}
+    return Decision(decision.outcome, changes, decision.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a verification poll said about a terminal callback."""
+
+    observation: Observation | None  # the truth to apply (None: could not verify now)
+    believed: bool
+    detail: str
+
+
+class CallbackIngestor:
+    """Turns a callback POST into a stored event and (maybe) a state change."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        upstream: GrsaiClient,
+        policy: PollPolicy,
+        clock: Clock,
+        *,
+        verify: bool,
+        verify_timeout: float,
+    ) -> None:
+        self._storage = storage
+        self._upstream = upstream
+        self._policy = policy
+        self._clock = clock
+        self._verify = verify
+        self._verify_timeout = verify_timeout
+        self._inflight: dict[str, asyncio.Future[Observation | None]] = {}
+
+    async def find_task(self, token: str) -> Task:
+        """The task a callback token belongs to; 404 with no detail otherwise."""
+        task = None
+        if token_well_formed(token):
+            task = await self._storage.task_by_token_hash(hash_secret(token))
+        if task is None:
+            raise NotFound("not found")
+        return task
+
+    async def receive(self, task: Task, raw: bytes) -> str:
+        """Store and apply one callback body; return its outcome."""
+        now = self._clock.now()
+        try:
+            obs = parse_task_object(loads_object(raw))
+        except BadRequest as exc:
+            await self._reject(task, raw, now, exc.message)
+            raise
+        if task.upstream_id is not None and obs.upstream_id != task.upstream_id:
+            await self._reject(task, raw, now, "id does not match this task's upstream id")
+            raise BadRequest("id does not belong to this task", code="invalid_payload")
+        event = Event(task.id, "callback", now, raw)
+        if obs.terminal and not task.terminal and self._verify:
+            verdict = await self._check(task, obs)
+            if verdict.observation is None:
+                return await self._defer(task, event, verdict.detail, now)
+            event = Event(
+                task.id,
+                "callback",
+                now,
+                raw,
+                outcome=None if verdict.believed else "rejected",
+                detail=verdict.detail,
+            )
+            obs = verdict.observation
+        truth = obs
+        result = await self._storage.apply(
+            task.id,
+            lambda current: with_schedule(decide(current, truth, now), current, self._policy, now),
+            event,
+        )
+        if result is None:
+            raise NotFound("not found")
+        return event.outcome or result[0].outcome
+
+    async def _check(self, task: Task, claimed: Observation) -> Verdict:
+        polled = await self._poll_once(task.upstream_id or claimed.upstream_id)
+        if polled is None:
+            return Verdict(None, False, "terminal callback not yet confirmable by poll")
+        if not polled.terminal:
+            return Verdict(polled, False, "not believed: GrsAI reports the task still running")
+        if polled.status != claimed.status or polled.results != claimed.results:
+            return Verdict(polled, False, "callback contradicted by poll; stored what GrsAI holds")
+        return Verdict(polled, True, "terminal state confirmed by poll")
+
+    async def _poll_once(self, upstream_id: str) -> Observation | None:
+        """Poll once per task at a time: concurrent terminal callbacks share one poll."""
+        pending = self._inflight.get(upstream_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Observation | None] = asyncio.get_running_loop().create_future()
+        self._inflight[upstream_id] = future
+        result = None
+        try:
+            result = await self._upstream.poll(upstream_id, within=self._verify_timeout)
+        except UpstreamError:
+            pass  # cannot confirm now; the caller defers to the poller
+        finally:
+            del self._inflight[upstream_id]
+            future.set_result(result)
+        return result
+
+    async def _defer(self, task: Task, event: Event, detail: str, now: float) -> str:
+        """Keep the callback, and have the poller confirm the task as soon as possible."""
+        deferred = Event(task.id, "callback", now, event.body, outcome="deferred", detail=detail)
+        await self._storage.apply(
+            task.id,
+            lambda current: Decision(
+                "deferred", {} if current.terminal else {"next_poll_at": now}, detail
+            ),
+            deferred,
+        )
+        return "deferred"
+
+    async def _reject(self, task: Task, raw: bytes, now: float, detail: str) -> None:
+        event = Event(task.id, "callback", now, raw, outcome="rejected", detail=detail)
+        await self._storage.apply(task.id, lambda _: Decision("rejected", detail=detail), event)
+
+
+def poll_event(task: Task, obs: Observation, now: float) -> Event:
+    """The stored record of a poll answer that changed a task."""
+    body = json.dumps(obs.raw, separators=(",", ":"), ensure_ascii=False).encode()
+    return Event(task.id, "poll", now, body)

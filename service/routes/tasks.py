@@ -1,0 +1,104 @@
+"""Client API: submit tasks, read one, list them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.auth import authenticate
+from service.context import services
+from service.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
+from service.jsonbody import loads_object, read_body
+from service.records import TASK_STATUSES
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+
+
+async def create_task(request: Request) -> JSONResponse:
+    """POST /v1/tasks"""
+    key = await authenticate(request)
+    svc = services(request)
+    content_type = request.headers.get("content-type", "application/json")
+    if "json" not in content_type.lower():
+        raise UnsupportedMediaType("send the task as application/json")
+    body = loads_object(await read_body(request, svc.settings.api_max_body_bytes))
+    task = await svc.submitter.submit(key, body, request.headers.get("idempotency-key"))
+    return JSONResponse(task.to_json(), status_code=202)
+
+
+async def get_task(request: Request) -> JSONResponse:
+    """GET /v1/tasks/{id}"""
+    key = await authenticate(request)
+    task_id = request.path_params["task_id"]
+    task = await services(request).storage.task(task_id, key.id) if len(task_id) <= 64 else None
+    if task is None:
+        raise NotFound("no such task")
+    return JSONResponse(task.to_json())
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque keyset cursor."""
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """Read a cursor made by `encode_cursor`; 400 on anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, seq = raw.partition(":")
+        if version != "v1" or not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
+            raise ValueError(raw)
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("cursor is not one this API issued", code="invalid_cursor") from exc
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if not (
+        value.isascii() and value.isdigit() and len(value) <= 3 and 1 <= int(value) <= MAX_LIMIT
+    ):
+        raise ValidationFailed(
+            f"limit must be an integer from 1 to {MAX_LIMIT}",
+            fields=[{"field": "limit", "message": f"must be 1-{MAX_LIMIT}"}],
+        )
+    return int(value)
+
+
+async def list_tasks(request: Request) -> JSONResponse:
+    """GET /v1/tasks?status=&model=&limit=&cursor="""
+    key = await authenticate(request)
+    query = request.query_params
+    status = query.get("status")
+    if status is not None and status not in TASK_STATUSES:
+        raise ValidationFailed(
+            f"status must be one of {', '.join(TASK_STATUSES)}",
+            fields=[{"field": "status", "message": "unknown status"}],
+        )
+    model = query.get("model")
+    if model is not None and not 1 <= len(model) <= 100:
+        raise ValidationFailed(
+            "model must be 1-100 characters", fields=[{"field": "model", "message": "bad length"}]
+        )
+    limit = _limit(query.get("limit"))
+    cursor = query.get("cursor")
+    before = decode_cursor(cursor) if cursor else None
+    tasks = await services(request).storage.list_tasks(
+        key.id, status=status, model=model, limit=limit + 1, before_seq=before
+    )
+    page = tasks[:limit]
+    next_cursor = encode_cursor(page[-1].seq) if len(tasks) > limit and page[-1].seq else None
+    return JSONResponse({"data": [t.to_json() for t in page], "next_cursor": next_cursor})
+
+
+routes = [
+    Route("/v1/tasks", create_task, methods=["POST"]),
+    Route("/v1/tasks", list_tasks, methods=["GET"]),
+    Route("/v1/tasks/{task_id}", get_task, methods=["GET"]),
+]

@@ -1,0 +1,33 @@
+"""When to poll GrsAI for a task: after submit, after news, after each poll."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.records import Task
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """Timing rules for the poller (all seconds)."""
+
+    first_delay: float = 3.0
+    max_interval: float = 60.0
+    backoff: float = 1.5
+    silence: float = 60.0
+    not_found_grace: float = 60.0
+    submit_recovery_grace: float = 300.0
+    max_age: float = 6 * 3600.0
+
+    def after_submit(self, task: Task, now: float) -> float:
+        """First poll: soon in poll mode, after a silence window in callback mode."""
+        return now + (self.first_delay if task.mode == "poll" else self.silence)
+
+    def after_news(self, mode: str, scheduled: float | None, now: float) -> float | None:
+        """Next poll of a running task after a callback told us something new."""
+        return now + self.silence if mode == "callback" else scheduled
+
+    def after_poll(self, attempts: int, now: float) -> float:
+        """Backoff after `attempts` polls that did not finish the task."""
+        delay = self.first_delay * (self.backoff ** min(attempts, 64))
+        return now + min(self.max_interval, max(delay, 0.05))

@@ -1,0 +1,88 @@
+"""Configuration, read from the environment once, in the app factory or the CLI."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.catalog import Catalog
+
+
+class Settings(BaseSettings):
+    """Every setting grsai-relay reads; `.env.example` documents each with its default."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    grsai_api_key: str | None = None
+    grsai_base_url: str = "https://grsaiapi.com"
+    public_base_url: str | None = None
+    database_url: str = "sqlite:///./data/grsai-relay.db"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    model_catalog: str | None = None
+    verify_callbacks: bool = True
+    webhook_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    api_max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    metadata_max_bytes: int = Field(default=16 * 1024, gt=0)
+
+    upstream_connect_timeout: float = Field(default=5.0, gt=0)
+    upstream_timeout: float = Field(default=30.0, gt=0)
+    upstream_verify_timeout: float = Field(default=10.0, gt=0)
+
+    poll_first_delay: float = Field(default=3.0, ge=0)
+    poll_max_interval: float = Field(default=60.0, gt=0)
+    poll_backoff: float = Field(default=1.5, ge=1)
+    callback_silence: float = Field(default=60.0, gt=0)
+    not_found_grace: float = Field(default=60.0, ge=0)
+    submit_recovery_grace: float = Field(default=300.0, gt=0)
+    task_max_age: float = Field(default=6 * 3600.0, gt=0)
+    poller_tick: float = Field(default=1.0, gt=0)
+    poller_batch: int = Field(default=50, gt=0)
+    poller_concurrency: int = Field(default=8, gt=0)
+    poller_lease: float = Field(default=60.0, gt=0)
+
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    write_batch_max: int = Field(default=256, gt=0)
+    shutdown_timeout: float = Field(default=10.0, gt=0)
+    log_level: str = "info"
+
+    @field_validator("grsai_base_url", "public_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("grsai_base_url", mode="after")
+    @classmethod
+    def _base_url_required(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("GRSAI_BASE_URL must not be empty")
+        return value
+
+    @field_validator("grsai_api_key")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("model_catalog")
+    @classmethod
+    def _catalog_parses(cls, value: str | None) -> str | None:
+        Catalog.from_override(value)
+        return value
+
+    @property
+    def demo_mode(self) -> bool:
+        """True when no GrsAI key is set: run against the built-in simulator."""
+        return self.grsai_api_key is None
+
+    def catalog(self) -> Catalog:
+        """The model catalog with overrides applied."""
+        return Catalog.from_override(self.model_catalog)

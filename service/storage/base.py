@@ -1,0 +1,96 @@
+"""The storage contract: the few operations the service needs, whatever the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from service.records import ApiKey, EventOutcome, Task
+from service.transitions import Decision
+
+EventSource = Literal["callback", "poll", "submit", "local"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A raw upstream message (or local decision) and what it did to its task."""
+
+    task_id: str
+    source: EventSource
+    received_at: float
+    body: bytes
+    outcome: EventOutcome | None = None
+    detail: str | None = None
+
+
+class DuplicateIdempotencyKey(Exception):
+    """Another task already holds this (api key, Idempotency-Key) pair."""
+
+
+class Storage(Protocol):
+    """What every storage backend offers. Every write is durable when its await returns."""
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None:
+        """Finish pending writes and disconnect."""
+
+    async def ping(self) -> None:
+        """Raise `StorageUnavailable` unless the database answers a read and accepts a write."""
+
+    async def schema_version(self) -> int:
+        """Return the applied migration version."""
+
+    async def create_api_key(self, key: ApiKey, key_hash: bytes) -> None:
+        """Store a new API key by its hash."""
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every API key, newest first."""
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        """Revoke a key by id or prefix; False if none matched."""
+
+    async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
+        """The active (not revoked) key with this hash."""
+
+    async def insert_task(self, task: Task) -> None:
+        """Store a new task; raise `DuplicateIdempotencyKey` if its key is taken."""
+
+    async def task(self, task_id: str, api_key_id: str | None = None) -> Task | None:
+        """One task by id, optionally only if it belongs to `api_key_id`."""
+
+    async def task_by_idempotency_key(self, api_key_id: str, key: str) -> Task | None:
+        """The task created with this Idempotency-Key by this API key."""
+
+    async def task_by_token_hash(self, token_hash: bytes) -> Task | None:
+        """The task whose callback token hashes to `token_hash`."""
+
+    async def list_tasks(
+        self,
+        api_key_id: str,
+        *,
+        status: str | None,
+        model: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[Task]:
+        """The caller's tasks newest first, strictly older than `before_seq` (keyset)."""
+
+    async def update_task(self, task_id: str, changes: dict[str, Any]) -> None:
+        """Write column changes unconditionally (submission bookkeeping)."""
+
+    async def apply(
+        self, task_id: str, decide: Callable[[Task], Decision], event: Event | None
+    ) -> tuple[Decision, Task] | None:
+        """Atomically read the task, decide, write the changes and the event with its outcome.
+
+        Returns None when the task does not exist.
+        """
+
+    async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:
+        """Take up to `limit` tasks whose poll is due, pushing their next poll to `lease_until`."""
+
+    async def events(self, task_id: str) -> list[Event]:
+        """Every stored event of a task, oldest first."""

@@ -1,0 +1,64 @@
+"""Versioned SQLite schema. Append a new entry to change the schema; never edit an old one."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: keys, tasks, raw events
+    (
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_hash BLOB NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )""",
+        """CREATE TABLE tasks (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            api_key_id TEXT NOT NULL REFERENCES api_keys(id),
+            model TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            mode TEXT NOT NULL CHECK (mode IN ('callback', 'poll')),
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+            progress INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+            upstream_id TEXT,
+            input TEXT NOT NULL,
+            results TEXT NOT NULL DEFAULT '[]',
+            failure_reason TEXT,
+            error TEXT,
+            metadata TEXT,
+            callback_url TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            completed_at REAL,
+            submit_state TEXT NOT NULL
+                CHECK (submit_state IN ('submitting', 'submitted', 'failed')),
+            idempotency_key TEXT,
+            request_hash TEXT,
+            token_hash BLOB UNIQUE,
+            last_event_at REAL,
+            next_poll_at REAL,
+            poll_attempts INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE UNIQUE INDEX tasks_idempotency ON tasks(api_key_id, idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX tasks_owner ON tasks(api_key_id, seq)",
+        "CREATE INDEX tasks_owner_status ON tasks(api_key_id, status, seq)",
+        "CREATE INDEX tasks_owner_model ON tasks(api_key_id, model, seq)",
+        "CREATE INDEX tasks_due ON tasks(next_poll_at) WHERE next_poll_at IS NOT NULL",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            outcome TEXT,
+            detail TEXT,
+            body BLOB NOT NULL
+        )""",
+        "CREATE INDEX events_task ON events(task_id, id)",
+    ),
+)
+
+LATEST = len(MIGRATIONS)

@@ -1,0 +1,335 @@
+"""SQLite backend (aiosqlite, WAL): one group-commit writer connection, one reader connection."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from service.errors import StorageUnavailable
+from service.records import ApiKey, Task
+from service.storage.base import DuplicateIdempotencyKey, Event
+from service.storage.migrations import LATEST, MIGRATIONS
+from service.storage.sqlite_writer import GroupCommitWriter, storage_error
+from service.transitions import Decision, apply
+
+_JSON_COLUMNS = frozenset({"input", "results", "metadata"})
+_TASK_COLUMNS = (
+    "id", "api_key_id", "model", "endpoint", "mode", "status", "progress", "upstream_id",
+    "input", "results", "failure_reason", "error", "metadata", "callback_url", "created_at",
+    "updated_at", "completed_at", "submit_state", "idempotency_key", "request_hash",
+    "token_hash", "last_event_at", "next_poll_at", "poll_attempts",
+)  # fmt: skip
+_SELECT_TASK = f"SELECT seq, {', '.join(_TASK_COLUMNS)} FROM tasks"
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column in _JSON_COLUMNS and value is not None:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return value
+
+
+def _task(row: sqlite3.Row) -> Task:
+    values = {k: row[k] for k in row.keys()}  # noqa: SIM118  # sqlite3.Row is not a Mapping
+    for column in _JSON_COLUMNS:
+        if values[column] is not None:
+            values[column] = json.loads(values[column])
+    return Task(**values)
+
+
+async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Task | None:
+    async with conn.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    return _task(row) if row is not None else None
+
+
+class SQLiteStorage:
+    """The `Storage` contract on a SQLite file."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 5000,
+        batch_max: int = 256,
+    ) -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._batch_max = batch_max
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._writer: GroupCommitWriter | None = None
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    async def open(self) -> None:
+        """Create the file if needed, switch to WAL, migrate, start the writer."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await self._connect()
+            self._writer_conn = conn
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            await self._migrate(conn)
+            self._reader = await self._connect()
+            await self._reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            await self.close()
+            raise storage_error(exc) from exc
+        self._writer = GroupCommitWriter(conn, self._batch_max)
+        self._writer.start()
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > LATEST:
+            raise StorageUnavailable(
+                f"database schema {version} is newer than this code ({LATEST})"
+            )
+        for number in range(version + 1, LATEST + 1):
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[number - 1]:
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {number}")
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        """Commit queued writes, then close both connections."""
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+        for conn in (self._reader, self._writer_conn):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer_conn = None
+
+    async def _write(self, op: Callable[[aiosqlite.Connection], Any]) -> Any:
+        if self._writer is None:
+            raise StorageUnavailable("database is not open")
+        return await self._writer.submit(op)
+
+    async def _read_one(self, sql: str, params: tuple[Any, ...]) -> Task | None:
+        if self._reader is None:
+            raise StorageUnavailable("database is not open")
+        try:
+            return await _one(self._reader, sql, params)
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    async def ping(self) -> None:
+        """Read through the reader and write through the group-commit writer."""
+        if self._reader is None:
+            raise StorageUnavailable("database is not open")
+        try:
+            await self._reader.execute("SELECT 1")
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+        async def touch(conn: aiosqlite.Connection) -> None:
+            await conn.execute("PRAGMA user_version")
+
+        await self._write(touch)
+
+    async def schema_version(self) -> int:
+        """Return `PRAGMA user_version`."""
+        assert self._reader is not None
+        async with self._reader.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def create_api_key(self, key: ApiKey, key_hash: bytes) -> None:
+        """Insert a key row."""
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO api_keys (id, name, prefix, key_hash, created_at) VALUES (?,?,?,?,?)",
+                (key.id, key.name, key.prefix, key_hash, key.created_at),
+            )
+
+        await self._write(op)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key, newest first."""
+        assert self._reader is not None
+        sql = (
+            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at DESC"
+        )
+        async with self._reader.execute(sql) as cur:
+            return [ApiKey(*row) for row in await cur.fetchall()]
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        """Set revoked_at on the key with this id or prefix."""
+
+        async def op(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR prefix = ?)"
+                " AND revoked_at IS NULL",
+                (now, key_id, key_id),
+            )
+            return cur.rowcount > 0
+
+        return bool(await self._write(op))
+
+    async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
+        """Find an active key by hash."""
+        assert self._reader is not None
+        sql = (
+            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys"
+            " WHERE key_hash = ? AND revoked_at IS NULL"
+        )
+        try:
+            async with self._reader.execute(sql, (key_hash,)) as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+        return ApiKey(*row) if row else None
+
+    async def insert_task(self, task: Task) -> None:
+        """Insert a task; a taken Idempotency-Key raises `DuplicateIdempotencyKey`."""
+        values = tuple(_encode(c, getattr(task, c)) for c in _TASK_COLUMNS)
+        sql = (
+            f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(_TASK_COLUMNS))})"
+        )
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(sql, values)
+
+        try:
+            await self._write(op)
+        except sqlite3.IntegrityError as exc:
+            if "idempotency" in str(exc) or "tasks.api_key_id, tasks.idempotency_key" in str(exc):
+                raise DuplicateIdempotencyKey(task.idempotency_key) from exc
+            raise StorageUnavailable(f"could not store task: {exc}") from exc
+
+    async def task(self, task_id: str, api_key_id: str | None = None) -> Task | None:
+        """Fetch by id (and owner)."""
+        if api_key_id is None:
+            return await self._read_one(f"{_SELECT_TASK} WHERE id = ?", (task_id,))
+        sql = f"{_SELECT_TASK} WHERE id = ? AND api_key_id = ?"
+        return await self._read_one(sql, (task_id, api_key_id))
+
+    async def task_by_idempotency_key(self, api_key_id: str, key: str) -> Task | None:
+        """Fetch by (owner, Idempotency-Key)."""
+        sql = f"{_SELECT_TASK} WHERE api_key_id = ? AND idempotency_key = ?"
+        return await self._read_one(sql, (api_key_id, key))
+
+    async def task_by_token_hash(self, token_hash: bytes) -> Task | None:
+        """Fetch by callback-token hash."""
+        return await self._read_one(f"{_SELECT_TASK} WHERE token_hash = ?", (token_hash,))
+
+    async def list_tasks(
+        self,
+        api_key_id: str,
+        *,
+        status: str | None,
+        model: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[Task]:
+        """Keyset page of the owner's tasks, newest first."""
+        assert self._reader is not None
+        where, params = ["api_key_id = ?"], [api_key_id]
+        for column, value in (("status", status), ("model", model), ("seq <", before_seq)):
+            if value is not None:
+                where.append(f"{column} ?" if "<" in column else f"{column} = ?")
+                params.append(value)  # type: ignore[arg-type]  # str | int bound parameters
+        sql = f"{_SELECT_TASK} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        try:
+            async with self._reader.execute(sql, (*params, limit)) as cur:
+                return [_task(row) for row in await cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    async def update_task(self, task_id: str, changes: dict[str, Any]) -> None:
+        """Unconditional column update."""
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await _update(conn, task_id, changes)
+
+        await self._write(op)
+
+    async def apply(
+        self, task_id: str, decide: Callable[[Task], Decision], event: Event | None
+    ) -> tuple[Decision, Task] | None:
+        """Read, decide, write and record the event in one transaction."""
+
+        async def op(conn: aiosqlite.Connection) -> tuple[Decision, Task] | None:
+            task = await _one(conn, f"{_SELECT_TASK} WHERE id = ?", (task_id,))
+            if task is None:
+                return None
+            decision = decide(task)
+            if decision.changes:
+                await _update(conn, task_id, decision.changes)
+            if event is not None:
+                await _insert_event(conn, event, decision)
+            return decision, apply(task, decision)
+
+        result: tuple[Decision, Task] | None = await self._write(op)
+        return result
+
+    async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:
+        """Select due tasks and lease them in one write."""
+
+        async def op(conn: aiosqlite.Connection) -> list[Task]:
+            sql = f"{_SELECT_TASK} WHERE next_poll_at <= ? ORDER BY next_poll_at LIMIT ?"
+            async with conn.execute(sql, (now, limit)) as cur:
+                tasks = [_task(row) for row in await cur.fetchall()]
+            await conn.executemany(
+                "UPDATE tasks SET next_poll_at = ? WHERE id = ?",
+                [(lease_until, t.id) for t in tasks],
+            )
+            return tasks
+
+        result: list[Task] = await self._write(op)
+        return result
+
+    async def events(self, task_id: str) -> list[Event]:
+        """All events of a task in arrival order."""
+        assert self._reader is not None
+        sql = (
+            "SELECT task_id, source, received_at, body, outcome, detail FROM events"
+            " WHERE task_id = ? ORDER BY id"
+        )
+        async with self._reader.execute(sql, (task_id,)) as cur:
+            return [Event(*row) for row in await cur.fetchall()]
+
+
+async def _update(conn: aiosqlite.Connection, task_id: str, changes: dict[str, Any]) -> None:
+    unknown = set(changes) - set(_TASK_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown task columns: {sorted(unknown)}")
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    values = [_encode(c, v) for c, v in changes.items()]
+    await conn.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", (*values, task_id))
+
+
+async def _insert_event(conn: aiosqlite.Connection, event: Event, decision: Decision) -> None:
+    await conn.execute(
+        "INSERT INTO events (task_id, source, received_at, outcome, detail, body)"
+        " VALUES (?,?,?,?,?,?)",
+        (
+            event.task_id,
+            event.source,
+            event.received_at,
+            event.outcome or decision.outcome,
+            event.detail or decision.detail,
+            event.body,
+        ),
+    )

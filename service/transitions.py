@@ -1,0 +1,90 @@
+"""The task state machine: pure functions deciding what an observation does to a task.
+
+States move forward only: pending -> running -> succeeded | failed. Progress never goes down,
+a terminal state is final, and anything that would move backwards is recorded but changes
+nothing (`duplicate` when it repeats what we know, `stale` when it is older news).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.observation import Observation
+from service.records import EventOutcome, Task
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one observation: its outcome and the column changes to apply."""
+
+    outcome: EventOutcome
+    changes: dict[str, Any] = field(default_factory=dict)
+    detail: str | None = None
+
+
+def decide(task: Task, obs: Observation, now: float) -> Decision:
+    """Decide how a (verified, if terminal) observation changes `task`."""
+    if task.upstream_id is not None and obs.upstream_id != task.upstream_id:
+        return Decision("rejected", detail="id does not match this task's upstream id")
+    bind = {"upstream_id": obs.upstream_id} if task.upstream_id is None else {}
+    if task.terminal:
+        same = obs.terminal and obs.status == task.status
+        return Decision("duplicate" if same else "stale", detail=f"task is already {task.status}")
+    if obs.terminal:
+        changes: dict[str, Any] = {
+            **bind,
+            "status": obs.status,
+            "progress": 100 if obs.status == "succeeded" else task.progress,
+            "results": [r.to_json() for r in obs.results],
+            "failure_reason": obs.failure_reason if obs.status == "failed" else None,
+            "error": obs.error,
+            "completed_at": now,
+            "updated_at": now,
+            "last_event_at": now,
+            "next_poll_at": None,
+        }
+        return Decision("applied", changes)
+    progress = obs.progress if obs.progress is not None else task.progress
+    if task.status == "pending":
+        return Decision(
+            "applied",
+            {
+                **bind,
+                "status": "running",
+                "progress": max(progress, task.progress),
+                "updated_at": now,
+                "last_event_at": now,
+            },
+        )
+    if progress > task.progress:
+        return Decision(
+            "applied", {**bind, "progress": progress, "updated_at": now, "last_event_at": now}
+        )
+    if progress == task.progress:
+        return Decision("duplicate", {"last_event_at": now}, detail="no new progress")
+    return Decision("stale", detail=f"progress {progress} is behind {task.progress}")
+
+
+def fail_locally(task: Task, reason: str, error: str, now: float) -> Decision:
+    """Fail a task for a reason found on our side (lost, timeout, submit rejected)."""
+    if task.terminal:
+        return Decision("stale", detail=f"task is already {task.status}")
+    return Decision(
+        "applied",
+        {
+            "status": "failed",
+            "failure_reason": reason,
+            "error": error,
+            "completed_at": now,
+            "updated_at": now,
+            "next_poll_at": None,
+        },
+    )
+
+
+def apply(task: Task, decision: Decision) -> Task:
+    """Return `task` with the decision's changes applied in memory."""
+    for name, value in decision.changes.items():
+        setattr(task, name, value)
+    return task

@@ -1,0 +1,110 @@
+"""The GrsAI API client: submit a task, poll a task. Maps every failure onto the error tree."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from service.errors import (
+    BadRequest,
+    UpstreamProtocolError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from service.observation import Observation, parse_task_object, unwrap_poll_answer
+
+NOT_FOUND_CODE = -22
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+_MAX_ANSWER = 4 * 1024 * 1024
+
+
+def _message(body: Any, fallback: str) -> str:
+    if isinstance(body, dict):
+        for key in ("msg", "message", "error"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value[:500]
+    return fallback
+
+
+class GrsaiClient:
+    """Talks to one GrsAI host with one API key over a shared `httpx.AsyncClient`."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+
+    async def _post(self, path: str, body: dict[str, Any], within: float | None) -> httpx.Response:
+        url = self._base_url + path
+        extra = {} if within is None else {"timeout": within}
+        try:
+            return await self._http.post(url, json=body, headers=self._headers, **extra)  # type: ignore[arg-type]  # timeout is float here
+        except _NOT_SENT as exc:
+            raise UpstreamUnavailable(f"GrsAI could not be reached: {exc!r}") from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"GrsAI did not answer in time: {exc!r}") from exc
+        except httpx.HTTPError as exc:  # connection reset, protocol error after sending
+            raise UpstreamTimeout(f"GrsAI connection failed mid-request: {exc!r}") from exc
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        if len(response.content) > _MAX_ANSWER:
+            raise UpstreamProtocolError(
+                "GrsAI answer is too large", http_status=response.status_code
+            )
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            raise UpstreamProtocolError(
+                f"GrsAI answered HTTP {response.status_code} with a body that is not JSON",
+                http_status=response.status_code,
+            ) from exc
+
+    async def submit(self, path: str, body: dict[str, Any]) -> str:
+        """Submit a task in callback or poll mode; return GrsAI's task id."""
+        response = await self._post(path, body, None)
+        if response.status_code >= 400:
+            try:
+                payload: Any = json.loads(response.content)
+            except ValueError:
+                payload = None
+            raise UpstreamRejected(
+                _message(payload, f"GrsAI answered HTTP {response.status_code}"),
+                http_status=response.status_code,
+            )
+        payload = self._json(response)
+        if not isinstance(payload, dict):
+            raise UpstreamProtocolError("GrsAI submit answer is not a JSON object")
+        code = payload.get("code")
+        if code != 0:
+            raise UpstreamRejected(_message(payload, f"GrsAI refused the task (code {code})"))
+        data = payload.get("data")
+        task_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(task_id, str) or not task_id or len(task_id) > 128:
+            raise UpstreamProtocolError("GrsAI accepted the task but sent no usable task id")
+        return task_id
+
+    async def poll(self, upstream_id: str, *, within: float | None = None) -> Observation | None:
+        """Ask GrsAI for a task's state; None when GrsAI does not know the id (code -22)."""
+        response = await self._post("/v1/draw/result", {"id": upstream_id}, within)
+        if response.status_code >= 400:
+            raise UpstreamRejected(
+                f"GrsAI answered HTTP {response.status_code} to a poll",
+                http_status=response.status_code,
+            )
+        try:
+            code, msg, data = unwrap_poll_answer(self._json(response))
+            if code == NOT_FOUND_CODE:
+                return None
+            if code != 0:
+                raise UpstreamRejected(msg or f"GrsAI poll failed (code {code})")
+            observation = parse_task_object(data)
+        except BadRequest as exc:
+            raise UpstreamProtocolError(f"GrsAI poll answer unreadable: {exc.message}") from exc
+        if observation.upstream_id != upstream_id:
+            raise UpstreamProtocolError("GrsAI poll answer is for another task id")
+        return observation
