@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -126,12 +125,12 @@ def create_app(
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.storage.open()
         try:
             if run_poller:
                 svc.poller.start()
-            yield {"services": svc}
+            yield
         finally:
             await svc.poller.stop()
             await svc.http.aclose()
@@ -142,5 +141,5 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
     )
-    app.state.services = svc  # for tests and the CLI; requests use the lifespan state
+    app.state.services = svc
     return app

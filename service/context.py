@@ -34,5 +34,5 @@ class Services:
 
 
 def services(request: Request) -> Services:
-    """The app's services (set by the lifespan)."""
-    return cast(Services, request.state.services)
+    """The app's services (built by `create_app`, opened by its lifespan)."""
+    return cast(Services, request.app.state.services)
