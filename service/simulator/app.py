@@ -1,0 +1,65 @@
+"""Build the simulator app, and serve it with uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from service.clock import Clock, SystemClock
+from service.simulator.admin import AdminEndpoints
+from service.simulator.config import SimulatorConfig
+from service.simulator.engine import Simulator
+from service.simulator.errors import SimulatorError, handle_simulator_error
+from service.simulator.routes import GrsaiEndpoints
+
+
+def create_simulator_app(
+    config: SimulatorConfig | None = None,
+    *,
+    clock: Clock | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    seed: int | None = None,
+) -> Starlette:
+    """A Starlette app that behaves like GrsAI's API (see docs/grsai-api.md).
+
+    `transport` carries the callback POSTs (tests pass an `httpx.MockTransport`); `seed` makes
+    task ids and the global fault dice reproducible. The `Simulator` is at `app.state.simulator`;
+    an app that mounts this one must run its lifespan, or call `simulator.aclose()` at shutdown.
+    """
+    sim = Simulator(
+        config or SimulatorConfig(), clock or SystemClock(), transport=transport, seed=seed
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await sim.aclose()
+
+    app = Starlette(
+        routes=[*GrsaiEndpoints(sim).routes(), *AdminEndpoints(sim).routes()],
+        exception_handlers={SimulatorError: handle_simulator_error},
+        lifespan=lifespan,
+    )
+    app.state.simulator = sim
+    return app
+
+
+def simulator_server(
+    host: str, port: int, config: SimulatorConfig, *, log_level: str = "info"
+) -> uvicorn.Server:
+    """A uvicorn server for the simulator (port 0 picks a free one)."""
+    app = create_simulator_app(config)
+    return uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, lifespan="on", log_level=log_level)
+    )
+
+
+def run_simulator(host: str, port: int, config: SimulatorConfig) -> None:
+    """Serve the simulator until interrupted (blocking)."""
+    simulator_server(host, port, config).run()

@@ -1,0 +1,85 @@
+"""Fixtures that start real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.simulator import SimulatorConfig
+from tests.e2e.harness import UPSTREAM_KEY, RelayProcess, SimulatorServer, free_port, relay_env
+
+pytestmark = pytest.mark.e2e
+TERMINAL = ("succeeded", "failed")
+
+
+@pytest.fixture(name="simulator")
+def _simulator() -> Iterator[SimulatorServer]:
+    """A fast simulator (50 ms between progress steps)."""
+    sim = SimulatorServer(SimulatorConfig(api_key=UPSTREAM_KEY, step_interval=0.05)).start()
+    yield sim
+    sim.stop()
+
+
+RelayFactory = Callable[..., RelayProcess]
+
+
+@pytest.fixture(name="start_relay")
+def _start_relay(tmp_path: Path, simulator: SimulatorServer) -> Iterator[RelayFactory]:
+    """Start relays (callback mode by default); all are stopped at teardown."""
+    started: list[RelayProcess] = []
+
+    def start(*, public: bool = True, db_name: str = "relay.db", **extra: str) -> RelayProcess:
+        port = free_port()
+        env = relay_env(tmp_path / db_name, simulator.url, public=public, port=port, **extra)
+        relay = RelayProcess(tmp_path, env, port=port)
+        started.append(relay)
+        return relay.start()
+
+    yield start
+    for relay in started:
+        relay.kill()
+
+
+@pytest.fixture(name="relay")
+def _relay(start_relay: RelayFactory) -> RelayProcess:
+    """One relay in callback mode."""
+    return start_relay()
+
+
+@pytest.fixture(name="client")
+async def _client() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the tests."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        yield client
+
+
+async def wait_for_task(
+    client: httpx.AsyncClient,
+    relay: RelayProcess,
+    key: str,
+    task_id: str,
+    until: Callable[[dict[str, Any]], bool] = lambda t: t["status"] in TERMINAL,
+    within: float = 20.0,
+) -> dict[str, Any]:
+    """Poll GET /v1/tasks/{id} until `until(task)` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        response = await client.get(f"{relay.url}/v1/tasks/{task_id}", headers=auth(key))
+        assert response.status_code == 200, response.text
+        task: dict[str, Any] = response.json()
+        if until(task):
+            return task
+        if loop.time() > deadline:
+            raise AssertionError(f"task never reached the wanted state: {task}")
+        await asyncio.sleep(0.05)
+
+
+def auth(key: str) -> dict[str, str]:
+    """Authorization header."""
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,171 @@
+"""Real servers for end-to-end tests: the relay as a subprocess, the simulator in a thread."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from service.simulator import SimulatorConfig
+from service.simulator.app import simulator_server
+
+ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM_KEY = "sk-e2e-upstream"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(
+    url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll `url` until it answers, or fail (with the process output if it died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} came up")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not come up within {timeout} s")
+
+
+@dataclass
+class SimulatorServer:
+    """The GrsAI simulator served by uvicorn from a thread on 127.0.0.1."""
+
+    config: SimulatorConfig
+    port: int = 0
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SimulatorServer:
+        """Start serving and wait until it answers."""
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.server = simulator_server("127.0.0.1", self.port, self.config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        wait_until_up(f"{self.url}/_sim/stats")
+        return self
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit and wait for the thread."""
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=10)
+
+
+@dataclass
+class RelayProcess:
+    """grsai-relay run exactly as a user runs it (`python -m service serve`), in a subprocess."""
+
+    workdir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GRSAI_", "PUBLIC_"))}
+        env.update(self.env)
+        env.setdefault("PYTHONPATH", str(ROOT))
+        return env
+
+    def cli(self, *args: str) -> str:
+        """Run a `grsai-relay` subcommand against the same settings; return its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "service", *args],
+            cwd=self.workdir,
+            env=self._env(),
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        return done.stdout.decode()
+
+    def create_key(self, name: str) -> str:
+        """A new client API key."""
+        return self.cli("keys", "create", "--name", name).strip()
+
+    def start(self) -> RelayProcess:
+        """Start `serve` and wait for /healthz."""
+        self.log_path = self.workdir / f"relay-{self.port}.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--port", str(self.port)],
+            cwd=self.workdir,
+            env=self._env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_until_up(f"{self.url}/healthz", proc=self.proc)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; return the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def logs(self) -> str:
+        """Everything the process printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def relay_env(
+    db_path: Path, simulator_url: str, *, public: bool, port: int, **extra: str
+) -> dict[str, str]:
+    """Settings for a relay under test: fast timers, the simulator as GrsAI."""
+    env = {
+        "GRSAI_API_KEY": UPSTREAM_KEY,
+        "GRSAI_BASE_URL": simulator_url,
+        "DATABASE_URL": f"sqlite:///{db_path}",
+        "POLL_FIRST_DELAY": "0.1",
+        "POLL_MAX_INTERVAL": "0.5",
+        "POLLER_TICK": "0.05",
+        "CALLBACK_SILENCE": "1.0",
+        "NOT_FOUND_GRACE": "2.0",
+        "LOG_LEVEL": "warning",
+    }
+    if public:
+        env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"
+    env.update(extra)
+    return env
