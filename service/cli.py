@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
 from service.clock import SystemClock, rfc3339
 from service.credentials import SystemEntropy, hash_secret, new_api_key
+from service.logs import configure as configure_logging
 from service.records import ApiKey
 from service.settings import Settings
 from service.simulator import SimulatorConfig, run_simulator
@@ -83,6 +83,7 @@ def _serve(settings: Settings, host: str, port: int) -> int:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # keep our logging set-up (with its redaction filter)
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
     return 0
@@ -120,10 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_simulator(ns.host, ns.port, SimulatorConfig.from_cli(ns))
         return 0
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry callback URLs
+    configure_logging(settings.log_level)
     if ns.command == "serve":
         return _serve(settings, ns.host or settings.host, ns.port or settings.port)
     if ns.command == "keys":

@@ -27,7 +27,11 @@ def decide(task: Task, obs: Observation, now: float) -> Decision:
     """Decide how a (verified, if terminal) observation changes `task`."""
     if task.upstream_id is not None and obs.upstream_id != task.upstream_id:
         return Decision("rejected", detail="id does not match this task's upstream id")
-    bind = {"upstream_id": obs.upstream_id} if task.upstream_id is None else {}
+    bind = (
+        {"upstream_id": obs.upstream_id, "submit_state": "submitted"}
+        if task.upstream_id is None
+        else {}
+    )
     if task.terminal:
         same = obs.terminal and obs.status == task.status
         return Decision("duplicate" if same else "stale", detail=f"task is already {task.status}")

@@ -256,3 +256,18 @@ async def test_health_and_readiness(relay: RelayProcess, client: httpx.AsyncClie
     ready = await client.get(f"{relay.url}/readyz")
     assert ready.status_code == 200
     assert set(ready.json()["checks"]) >= {"database", "settings", "poller"}
+
+
+async def test_callback_tokens_never_reach_the_logs(
+    start_relay: RelayFactory, simulator: SimulatorServer, client: httpx.AsyncClient
+) -> None:
+    """With access logging on, the callback token appears nowhere in the relay's output."""
+    relay = start_relay(LOG_LEVEL="info")
+    key = relay.create_key("a")
+    created = await submit(client, relay, key, model="nano-banana")
+    await wait_for_task(client, relay, key, created["id"])
+    token = (await sim_task(client, simulator, created["upstream_id"]))["webhook"].rsplit("/", 1)[1]
+    logs = relay.logs()
+    assert "/webhooks/grsai/***" in logs
+    assert token not in logs
+    assert key not in logs
