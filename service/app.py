@@ -132,7 +132,7 @@ def create_app(
                 svc.poller.start()
             yield
         finally:
-            await svc.poller.stop()
+            await svc.poller.stop(grace=min(5.0, settings.shutdown_timeout))
             await svc.http.aclose()
             await svc.storage.close()
 

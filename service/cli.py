@@ -66,10 +66,9 @@ async def _migrate(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
-    import uvicorn
-
     from service.app import create_app
     from service.demo import banner, demo_settings, start_simulator
+    from service.server import serve
 
     demo_key = None
     if settings.demo_mode:
@@ -78,14 +77,7 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     app = create_app(settings)
     if demo_key is not None:
         print(banner(settings, demo_key, host, port), flush=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # keep our logging set-up (with its redaction filter)
-        timeout_graceful_shutdown=int(settings.shutdown_timeout),
-    )
+    serve(app, settings, host, port)
     return 0
 
 

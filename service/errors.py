@@ -74,6 +74,13 @@ class Conflict(ClientError):
     code = "conflict"
 
 
+class RequestTimeout(ClientError):
+    """The client did not send its body in time."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ClientError):
     """The body exceeds the configured limit."""
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
 
 from starlette.requests import Request
 
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 
 def _reject_constant(name: str) -> Any:
@@ -62,8 +63,8 @@ def loads_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the request body, refusing more than `limit` bytes without reading it all."""
+async def read_body(request: Request, limit: int, deadline: float | None = None) -> bytes:
+    """Read the request body: at most `limit` bytes (413), within `deadline` seconds (408)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
@@ -72,9 +73,13 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body is larger than {limit} bytes", limit=limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is larger than {limit} bytes", limit=limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"body is larger than {limit} bytes", limit=limit)
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the body did not arrive within {deadline:g} s") from exc
     return b"".join(chunks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 
 from service.clock import Clock
 from service.errors import RelayError, UpstreamError
@@ -37,6 +38,7 @@ class Poller:
         batch: int,
         concurrency: int,
         lease: float,
+        rng: random.Random | None = None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -45,6 +47,7 @@ class Poller:
         self._tick = tick
         self._batch = batch
         self._lease = lease
+        self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(concurrency)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -54,10 +57,18 @@ class Poller:
         """Run the loop in the background."""
         self._task = asyncio.create_task(self._run(), name="grsai-poller")
 
-    async def stop(self) -> None:
-        """Stop after the current round; in-flight polls finish or are retried after restart."""
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop the loop; polls still running after `grace` seconds are cancelled.
+
+        A cancelled poll loses nothing: its task keeps its lease and is polled again later.
+        """
         self._stop.set()
-        if self._task is not None:
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
@@ -121,7 +132,7 @@ class Poller:
             return
         event = poll_event(task, obs, now)
         attempts = task.poll_attempts + 1
-        next_poll = self._policy.after_poll(attempts, now)
+        next_poll = self._policy.after_poll(attempts, now, self._rng.random())
 
         def apply_poll(current: Task) -> Decision:
             decision = decide(current, obs, now)
@@ -134,7 +145,7 @@ class Poller:
 
     async def _reschedule(self, task: Task, now: float) -> None:
         attempts = task.poll_attempts + 1
-        next_poll = self._policy.after_poll(attempts, now)
+        next_poll = self._policy.after_poll(attempts, now, self._rng.random())
         await self._storage.apply(
             task.id,
             lambda current: Decision(

@@ -27,7 +27,7 @@ class PollPolicy:
         """Next poll of a running task after a callback told us something new."""
         return now + self.silence if mode == "callback" else scheduled
 
-    def after_poll(self, attempts: int, now: float) -> float:
-        """Backoff after `attempts` polls that did not finish the task."""
-        delay = self.first_delay * (self.backoff ** min(attempts, 64))
-        return now + min(self.max_interval, max(delay, 0.05))
+    def after_poll(self, attempts: int, now: float, spread: float = 0.5) -> float:
+        """Backoff after `attempts` unfinished polls, with ±20% jitter (`spread` in [0, 1))."""
+        delay = min(self.max_interval, self.first_delay * (self.backoff ** min(attempts, 64)))
+        return now + max(delay * (0.8 + 0.4 * spread), 0.05)

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     write_batch_max: int = Field(default=256, gt=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
     log_level: str = "info"
 
     @field_validator("grsai_base_url", "public_base_url")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -30,13 +33,46 @@ def _message(body: Any, fallback: str) -> str:
     return fallback
 
 
-class GrsaiClient:
-    """Talks to one GrsAI host with one API key over a shared `httpx.AsyncClient`."""
+Sleep = Callable[[float], Awaitable[None]]
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str) -> None:
+
+class GrsaiClient:
+    """Talks to one GrsAI host with one API key over a shared `httpx.AsyncClient`.
+
+    A submit is retried only when it surely did not reach GrsAI (the connection was never
+    made), with exponential backoff and ±20% jitter; anything else could create a second task.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        api_key: str,
+        *,
+        connect_retries: int = 2,
+        retry_delay: float = 0.25,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._connect_retries = connect_retries
+        self._retry_delay = retry_delay
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+
+    async def _post_retrying(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST, retrying only failures that prove the request never left."""
+        for attempt in range(self._connect_retries + 1):
+            try:
+                return await self._post(path, body, None)
+            except UpstreamUnavailable:
+                if attempt == self._connect_retries:
+                    raise
+                jitter = 1 + self._rng.uniform(-0.2, 0.2)
+                await self._sleep(self._retry_delay * (2**attempt) * jitter)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(self, path: str, body: dict[str, Any], within: float | None) -> httpx.Response:
         url = self._base_url + path
@@ -66,7 +102,7 @@ class GrsaiClient:
 
     async def submit(self, path: str, body: dict[str, Any]) -> str:
         """Submit a task in callback or poll mode; return GrsAI's task id."""
-        response = await self._post(path, body, None)
+        response = await self._post_retrying(path, body)
         if response.status_code >= 400:
             try:
                 payload: Any = json.loads(response.content)

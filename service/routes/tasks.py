@@ -26,7 +26,9 @@ async def create_task(request: Request) -> JSONResponse:
     content_type = request.headers.get("content-type", "application/json")
     if "json" not in content_type.lower():
         raise UnsupportedMediaType("send the task as application/json")
-    body = loads_object(await read_body(request, svc.settings.api_max_body_bytes))
+    body = loads_object(
+        await read_body(request, svc.settings.api_max_body_bytes, svc.settings.body_timeout)
+    )
     task = await svc.submitter.submit(key, body, request.headers.get("idempotency-key"))
     return JSONResponse(task.to_json(), status_code=202)
 

@@ -16,7 +16,7 @@ async def grsai_callback(request: Request) -> JSONResponse:
     """Authenticate by token, store the raw body with its outcome, then acknowledge."""
     svc = services(request)
     task = await svc.ingestor.find_task(request.path_params["token"])
-    raw = await read_body(request, svc.settings.webhook_max_body_bytes)
+    raw = await read_body(request, svc.settings.webhook_max_body_bytes, svc.settings.body_timeout)
     await svc.ingestor.receive(task, raw)
     return JSONResponse(ACK)
 

@@ -1,0 +1,100 @@
+"""Serving the app with uvicorn, hardened against slow clients.
+
+uvicorn bounds the idle time between requests (keep-alive) but not the time a client takes to
+send its request head, so a client trickling headers byte by byte could hold a connection
+forever. `DeadlineH11Protocol` closes any connection whose request head is not complete within
+`HEADER_TIMEOUT` seconds; the body has its own deadline (`BODY_TIMEOUT`, see `jsonbody`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.settings import Settings
+
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on receiving each request head."""
+
+    header_timeout: float = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._seen_cycle: object | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows the base signature too
+        """Start the clock for the first request head."""
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the clock."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        """Stop the clock once a new request head has been parsed."""
+        super().handle_events()
+        if self.cycle is not None and self.cycle is not self._seen_cycle:
+            self._seen_cycle = self.cycle
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        """Restart the clock for the next request head on a kept-alive connection."""
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+
+def protocol_class(header_timeout: float) -> type[DeadlineH11Protocol]:
+    """A `DeadlineH11Protocol` subclass with this deadline."""
+    return type("RelayH11Protocol", (DeadlineH11Protocol,), {"header_timeout": header_timeout})
+
+
+def serve(app: Starlette, settings: Settings, host: str, port: int) -> None:
+    """Run `app` until SIGINT/SIGTERM, then drain in-flight requests within SHUTDOWN_TIMEOUT.
+
+    uvicorn re-raises the signal it caught once it has shut down, which would end the process
+    "killed by SIGTERM"; a graceful stop is a success, so the re-raised SIGTERM is absorbed and
+    the process exits 0.
+    """
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        _run(app, settings, host, port)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(app: Starlette, settings: Settings, host: str, port: int) -> None:
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=protocol_class(settings.header_timeout),
+        log_level=settings.log_level.lower(),
+        log_config=None,  # keep our logging set-up (with its redaction filter)
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+        timeout_keep_alive=5,
+    )
