@@ -6,6 +6,7 @@ uvicorn --factory service.app:create_app
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import AsyncIterator
 
 import httpx
@@ -57,6 +58,7 @@ def build_services(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
     entropy: Entropy | None = None,
+    rng: random.Random | None = None,
 ) -> Services:
     """Wire every long-lived object from settings and the injected seams."""
     if settings.grsai_api_key is None:
@@ -66,7 +68,15 @@ def build_services(
     entropy = entropy or SystemEntropy()
     policy = poll_policy(settings)
     http = upstream_http(settings, upstream_transport)
-    upstream = GrsaiClient(http, settings.grsai_base_url, settings.grsai_api_key)
+    rng = rng or random.Random()
+    upstream = GrsaiClient(
+        http,
+        settings.grsai_base_url,
+        settings.grsai_api_key,
+        connect_retries=settings.upstream_connect_retries,
+        retry_delay=settings.upstream_retry_delay,
+        rng=rng,
+    )
     return Services(
         settings=settings,
         storage=storage,
@@ -99,6 +109,7 @@ def build_services(
             batch=settings.poller_batch,
             concurrency=settings.poller_concurrency,
             lease=settings.poller_lease,
+            rng=rng,
         ),
         clock=clock,
         entropy=entropy,
@@ -112,6 +123,7 @@ def create_app(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
     entropy: Entropy | None = None,
+    rng: random.Random | None = None,
     run_poller: bool = True,
 ) -> Starlette:
     """Build the grsai-relay ASGI app. Reads the environment only when `settings` is None."""
@@ -122,6 +134,7 @@ def create_app(
         upstream_transport=upstream_transport,
         clock=clock,
         entropy=entropy,
+        rng=rng,
     )
 
     @contextlib.asynccontextmanager

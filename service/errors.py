@@ -5,6 +5,7 @@ RelayError                      -> 500 internal_error (never raised on purpose)
 │   ├── BadRequest              -> 400 bad_request / invalid_json / invalid_payload
 │   ├── Unauthorized            -> 401 unauthorized
 │   ├── NotFound                -> 404 not_found
+│   ├── RequestTimeout          -> 408 request_timeout (body too slow)
 │   ├── Conflict                -> 409 idempotency_in_flight
 │   ├── PayloadTooLarge         -> 413 payload_too_large
 │   ├── UnsupportedMediaType    -> 415 unsupported_media_type
@@ -12,7 +13,8 @@ RelayError                      -> 500 internal_error (never raised on purpose)
 └── UpstreamError               -> GrsAI misbehaved or is unreachable
     ├── UpstreamRejected        -> 502 upstream_rejected (code != 0, 401, 429, ...)
     ├── UpstreamUnavailable     -> 503 upstream_unavailable (surely not submitted)
-    ├── UpstreamTimeout         -> 503 upstream_timeout (sent, outcome unknown)
+    ├── UpstreamOutcomeUnknown  -> 503 upstream_outcome_unknown (sent; GrsAI answered 5xx)
+    │   └── UpstreamTimeout     -> 503 upstream_timeout (sent, no answer in time)
     └── UpstreamProtocolError   -> 502 upstream_protocol_error (answer we cannot read)
 StorageUnavailable              -> 503 storage_unavailable (database busy, locked, read-only)
 """
@@ -126,10 +128,16 @@ class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
 
 
-class UpstreamTimeout(UpstreamError):
-    """The request was sent but no answer came in time: the outcome is unknown."""
+class UpstreamOutcomeUnknown(UpstreamError):
+    """The request reached GrsAI (or a gateway in front of it) and may or may not have worked."""
 
     status = 503
+    code = "upstream_outcome_unknown"
+
+
+class UpstreamTimeout(UpstreamOutcomeUnknown):
+    """The request was sent but no answer came in time: the outcome is unknown."""
+
     code = "upstream_timeout"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -32,14 +33,55 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+MAX_DEPTH = 64
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _too_deep(text: str) -> bool:
+    """True when arrays/objects nest deeper than MAX_DEPTH (brackets inside strings ignored)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False  # cheap common case: not enough brackets to be too deep
+    depth = 0
+    for match in _STRUCTURE.finditer(text):
+        mark = match.group()
+        if mark in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif mark in "]}":
+            depth -= 1
+    return False
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def loads_strict(raw: bytes) -> Any:
-    """Decode UTF-8 JSON, refusing NaN/Infinity, duplicate keys, absurd numbers and deep nesting."""
+    """Decode UTF-8 JSON, refusing NaN/Infinity, duplicate keys, absurd numbers, lone
+    surrogate escapes and nesting deeper than MAX_DEPTH."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest("body is not valid UTF-8", code="invalid_json") from exc
     if not text.strip():
         raise BadRequest("body is empty; a JSON object is required", code="invalid_json")
+    if _too_deep(text):
+        raise BadRequest(
+            f"JSON is nested too deeply (over {MAX_DEPTH} levels)", code="invalid_json"
+        )
+    value = _decode(text)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise BadRequest("JSON contains an unpaired surrogate escape", code="invalid_json")
+    return value
+
+
+def _decode(text: str) -> Any:
     try:
         return json.loads(
             text,

@@ -84,6 +84,9 @@ class Poller:
             except RelayError as exc:  # storage unavailable: try again next tick
                 log.warning("poller round failed: %s", exc.message)
                 claimed = 0
+            except Exception:  # keep the loop alive whatever one round hit
+                log.exception("poller round crashed")
+                claimed = 0
             if claimed < self._batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._tick)
@@ -102,6 +105,8 @@ class Poller:
                 await self.poll_task(task)
             except RelayError as exc:  # the lease brings it back later
                 log.warning("poll of %s failed: %s", task.id, exc.message)
+            except Exception:  # a bug on one task must not stop polling for all the others
+                log.exception("poll of %s crashed; it is retried after its lease", task.id)
 
     async def poll_task(self, task: Task) -> None:
         """Poll one task and store what GrsAI says, or fail it if it is lost or too old."""

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_timeout: float = Field(default=30.0, gt=0)
     upstream_verify_timeout: float = Field(default=10.0, gt=0)
+    upstream_connect_retries: int = Field(default=2, ge=0, le=10)
+    upstream_retry_delay: float = Field(default=0.25, ge=0)
 
     poll_first_delay: float = Field(default=3.0, ge=0)
     poll_max_interval: float = Field(default=60.0, gt=0)

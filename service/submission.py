@@ -19,8 +19,9 @@ from service.errors import (
     BadRequest,
     Conflict,
     UpstreamError,
+    UpstreamOutcomeUnknown,
+    UpstreamProtocolError,
     UpstreamRejected,
-    UpstreamTimeout,
     UpstreamUnavailable,
     ValidationFailed,
 )
@@ -142,7 +143,8 @@ class Submitter:
                 code="idempotency_key_reused",
                 fields=[{"field": "Idempotency-Key", "message": "reused with another body"}],
             )
-        if existing.submit_state == "submitting" and existing.upstream_id is None:
+        in_flight = existing.submit_state == "submitting" and existing.upstream_id is None
+        if in_flight and not existing.terminal:
             raise Conflict(
                 "a request with this Idempotency-Key is still in flight",
                 code="idempotency_in_flight",
@@ -154,7 +156,8 @@ class Submitter:
 
     async def _record_failure(self, task: Task, exc: UpstreamError) -> None:
         now = self._clock.now()
-        if isinstance(exc, UpstreamTimeout) and task.mode == "callback":
+        ambiguous = isinstance(exc, UpstreamOutcomeUnknown | UpstreamProtocolError)
+        if ambiguous and task.mode == "callback":
             # GrsAI may hold the task: its first callback (our token) recovers it,
             # otherwise the poller fails it as submit_interrupted after the grace period.
             return

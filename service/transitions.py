@@ -74,9 +74,11 @@ def fail_locally(task: Task, reason: str, error: str, now: float) -> Decision:
     """Fail a task for a reason found on our side (lost, timeout, submit rejected)."""
     if task.terminal:
         return Decision("stale", detail=f"task is already {task.status}")
+    submit = {"submit_state": "failed"} if task.submit_state == "submitting" else {}
     return Decision(
         "applied",
         {
+            **submit,
             "status": "failed",
             "failure_reason": reason,
             "error": error,

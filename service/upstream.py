@@ -12,11 +12,13 @@ import httpx
 
 from service.errors import (
     BadRequest,
+    UpstreamOutcomeUnknown,
     UpstreamProtocolError,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from service.jsonbody import loads_strict
 from service.observation import Observation, parse_task_object, unwrap_poll_answer
 
 NOT_FOUND_CODE = -22
@@ -93,16 +95,21 @@ class GrsaiClient:
                 "GrsAI answer is too large", http_status=response.status_code
             )
         try:
-            return json.loads(response.content)
-        except ValueError as exc:
+            return loads_strict(response.content)
+        except BadRequest as exc:
             raise UpstreamProtocolError(
-                f"GrsAI answered HTTP {response.status_code} with a body that is not JSON",
+                f"GrsAI answered HTTP {response.status_code} with unusable JSON: {exc.message}",
                 http_status=response.status_code,
             ) from exc
 
     async def submit(self, path: str, body: dict[str, Any]) -> str:
         """Submit a task in callback or poll mode; return GrsAI's task id."""
         response = await self._post_retrying(path, body)
+        if response.status_code >= 500:  # a gateway may have passed the task on before failing
+            raise UpstreamOutcomeUnknown(
+                f"GrsAI answered HTTP {response.status_code}; the task may or may not exist",
+                http_status=response.status_code,
+            )
         if response.status_code >= 400:
             try:
                 payload: Any = json.loads(response.content)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -23,6 +25,10 @@ def task_report(task: SimTask) -> JSONObject:
         "submitted_at": task.submitted_at,
         "ended_at": task.ended_at,
         "faults": task.faults.to_json(),
+        "submit_fault": task.submit_fault,
+        "polls": task.polls,
+        "poll_faults": list(task.poll_faults),
+        "poll_fault_counts": dict(Counter(task.poll_faults)),
         "callbacks": [c.to_json() for c in task.callbacks],
     }
 
@@ -37,13 +43,20 @@ class AdminEndpoints:
         """Every admin route."""
         return [
             Route("/_sim/stats", self.stats, methods=["GET"]),
+            Route("/_sim/tasks", self.all_tasks, methods=["GET"]),
             Route("/_sim/tasks/{task_id}", self.task, methods=["GET"]),
             Route("/_sim/tasks/{task_id}/complete", self.complete, methods=["POST"]),
         ]
 
     async def stats(self, request: Request) -> Response:
-        """`GET /_sim/stats`: submits, tasks, callbacks sent, polls."""
-        return JSONResponse(self.sim.stats.to_json())
+        """`GET /_sim/stats`: submits, tasks, callbacks sent, polls, broken answers, idleness."""
+        return JSONResponse({**self.sim.stats.to_json(), "idle": self.sim.idle})
+
+    async def all_tasks(self, request: Request) -> Response:
+        """`GET /_sim/tasks`: every task's report, oldest first (`?ids=1`: only the ids)."""
+        if request.query_params.get("ids") == "1":
+            return JSONResponse({"ids": list(self.sim.tasks)})
+        return JSONResponse({"tasks": [task_report(t) for t in self.sim.tasks.values()]})
 
     async def task(self, request: Request) -> Response:
         """`GET /_sim/tasks/{id}`: the task report (code -22 body, HTTP 404 if unknown)."""

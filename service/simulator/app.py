@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -15,6 +16,7 @@ from service.simulator.config import SimulatorConfig
 from service.simulator.engine import Simulator
 from service.simulator.errors import SimulatorError, handle_simulator_error
 from service.simulator.routes import GrsaiEndpoints
+from service.simulator.wire import QuietDrops
 
 
 def create_simulator_app(
@@ -55,9 +57,11 @@ def simulator_server(
 ) -> uvicorn.Server:
     """A uvicorn server for the simulator (port 0 picks a free one)."""
     app = create_simulator_app(config)
-    return uvicorn.Server(
+    server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, lifespan="on", log_level=log_level)
     )
+    QuietDrops.install(logging.getLogger("uvicorn.error"))  # after Config set logging up
+    return server
 
 
 def run_simulator(host: str, port: int, config: SimulatorConfig) -> None:

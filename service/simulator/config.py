@@ -43,6 +43,19 @@ class SimulatorConfig:
     poll_miss_seconds: float = _setting(
         0.0, "seconds a new task answers -22 (not found) to polls", float
     )
+    slowack_rate: float = _rate("share of submits answered --slowack-seconds after the task began")
+    slowack_seconds: float = _setting(
+        3.0, "seconds a slow-ack submit answer waits after the task was created", float
+    )
+    submit_fault_rate: float = _rate(
+        "share of submits answered by a random broken answer (html, truncated, close, 500, 429)"
+    )
+    poll_fault_rate: float = _rate(
+        "share of polls answered by a random broken answer (html, truncated, close, 500, 429)"
+    )
+    poll_slow_seconds: float = _setting(
+        3.0, "seconds a [sim:pollfault=slow] poll waits before answering", float
+    )
     public_base_url: str | None = _setting(
         None, "base URL for result file links (default: the request's own)", str
     )
@@ -57,6 +70,9 @@ class SimulatorConfig:
             "reorder_rate",
             "drop_rate",
             "late_rate",
+            "slowack_rate",
+            "submit_fault_rate",
+            "poll_fault_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -67,6 +83,8 @@ class SimulatorConfig:
             "callback_backoff",
             "late_delay",
             "poll_miss_seconds",
+            "slowack_seconds",
+            "poll_slow_seconds",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import httpx
@@ -84,12 +85,14 @@ class CallbackSender:
     async def _post_with_retries(self, task: SimTask, body: JSONObject) -> None:
         assert task.webhook is not None
         retries = self._config.callback_retries
+        # Serialised once, here, so the admin report can show the exact bytes each POST carried.
+        raw = json.dumps(body, separators=(",", ":")).encode()
         for attempt in range(retries + 1):
-            record = CallbackRecord(body=body, time=self._clock.now(), attempt=attempt + 1)
+            record = CallbackRecord(body=body, raw=raw, time=self._clock.now(), attempt=attempt + 1)
             task.callbacks.append(record)
             self._stats.callbacks_sent += 1
             try:
-                response = await self._http().post(task.webhook, json=body, headers=_HEADERS)
+                response = await self._http().post(task.webhook, content=raw, headers=_HEADERS)
             except httpx.HTTPError as exc:
                 record.error = f"{type(exc).__name__}: {exc}"
             else:

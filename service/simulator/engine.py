@@ -19,7 +19,13 @@ from service.simulator.catalog import Media, ModelSpec
 from service.simulator.config import SimulatorConfig
 from service.simulator.delivery import CallbackSender
 from service.simulator.errors import TaskNotFound
-from service.simulator.faults import Faults, parse_directives, roll_faults
+from service.simulator.faults import (
+    Faults,
+    PollFaultDice,
+    PollFaultKind,
+    parse_directives,
+    roll_faults,
+)
 from service.simulator.media import colour_for, image_size, mp4_bytes, png_bytes
 from service.simulator.render import task_object
 from service.simulator.state import Mode, ResultFile, SimTask, Stats
@@ -63,7 +69,9 @@ class Simulator:
         self.clock = clock
         self.tasks: dict[str, SimTask] = {}
         self.stats = Stats()
-        self._rng = random.Random(seed if seed is not None else config.seed)
+        seed = seed if seed is not None else config.seed
+        self._rng = random.Random(seed)
+        self._poll_dice = PollFaultDice(config, seed)
         self._sender = CallbackSender(config, clock, self.stats, self._rng, transport)
         self._background: set[asyncio.Task[None]] = set()
 
@@ -155,9 +163,21 @@ class Simulator:
         if task.outbox is not None and not (final and task.faults.drop == "final"):
             task.outbox.put_nowait(body)
 
+    def poll_fault(self, task_id: str) -> PollFaultKind | None:
+        """Count a poll request for `task_id` and decide whether its answer breaks (and how)."""
+        self.stats.polls += 1
+        task = self.tasks.get(task_id)
+        kind = self._poll_dice.roll(task.faults if task else None, task.polls if task else 0)
+        if task is not None:
+            task.polls += 1
+            if kind is not None:
+                task.poll_faults.append(kind)
+        if kind is not None:
+            self.stats.poll_faults += 1
+        return kind
+
     def poll(self, task_id: str) -> SimTask:
         """The task a poll may see, or `TaskNotFound` (unknown, or inside its poll-miss window)."""
-        self.stats.polls += 1
         task = self.tasks.get(task_id)
         if task is None or self.clock.now() < task.submitted_at + task.faults.pollmiss:
             raise TaskNotFound

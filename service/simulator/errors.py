@@ -31,6 +31,14 @@ class SimulatorError(Exception):
         """Extra response headers."""
         return {}
 
+    def response(self) -> Response:
+        """GrsAI's plain error body with this error's HTTP status."""
+        return JSONResponse(
+            {"code": self.code, "msg": self.msg, "data": None},
+            status_code=self.http_status,
+            headers=self.headers(),
+        )
+
 
 class BadRequest(SimulatorError):
     """The submit body cannot be accepted."""
@@ -69,8 +77,4 @@ class TaskNotFound(SimulatorError):
 async def handle_simulator_error(request: Request, exc: Exception) -> Response:
     """Render any `SimulatorError` as GrsAI's plain error body."""
     assert isinstance(exc, SimulatorError)
-    return JSONResponse(
-        {"code": exc.code, "msg": exc.msg, "data": None},
-        status_code=exc.http_status,
-        headers=exc.headers(),
-    )
+    return exc.response()

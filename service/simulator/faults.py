@@ -13,12 +13,34 @@ Directives (several may appear anywhere in the prompt; names are case-insensitiv
     late=SECONDS                                    callbacks are sent SECONDS after the end
     pollmiss=SECONDS                                polls answer -22 that long after submit
     slow=SECONDS                                    the submit answer itself is delayed
+                                                    (before the task exists)
+    slowack=SECONDS                                 the task is created and runs, but the
+                                                    submit answer comes SECONDS later (a
+                                                    client may give up, or die, after GrsAI
+                                                    accepted the task and before it learnt
+                                                    the id)
+    submitfault=html|truncated|close|500|429        the submit answer is broken (see `wire`):
+                                                    html (502 page), 500 and 429 create no
+                                                    task; truncated (half a JSON body) and
+                                                    close (connection dropped, no answer)
+                                                    create the task all the same
+    pollfault=KIND | pollfault=KIND:N               the first N (default 2) polls of the task
+                                                    answer KIND instead: a `wire` fault, or
+                                                    slow (wait `poll_slow_seconds`, then
+                                                    answer normally)
     stream=sse|json|bare                            stream quirks: `data:` lines (default),
                                                     the same as application/json, or bare
                                                     JSON lines without `data: `
     unwrapped                                       polls answer the bare task object
 
 An unknown name or a bad value is answered as a submit error, so typos do not pass silently.
+
+Global rates (`SimulatorConfig`) throw the same faults at random, from one seeded generator:
+`fail_rate`, `reject_rate`, `duplicate_rate`, `reorder_rate`, `drop_rate`, `late_rate`
+(+ `late_delay`), `poll_miss_seconds`, `slowack_rate` (+ `slowack_seconds`), `submit_fault_rate`
+(a random wire fault per submit) and `poll_fault_rate` (each poll, independently, answers a
+random wire fault; drawn by `PollFaultDice` from its own seeded generator, so the number of polls
+never shifts the per-task dice).
 """
 
 from __future__ import annotations
@@ -33,15 +55,27 @@ from typing import Any, Literal
 
 from service.simulator.config import SimulatorConfig
 from service.simulator.errors import BadRequest
+from service.simulator.wire import WIRE_FAULTS, WireFault
 
 FAILURE_REASONS = ("output_moderation", "input_moderation", "error")
 DropMode = Literal["none", "all", "final"]
 StreamStyle = Literal["sse", "json", "bare"]
+PollFaultKind = Literal["html", "truncated", "close", "500", "429", "slow"]
+POLL_FAULTS: tuple[PollFaultKind, ...] = (*WIRE_FAULTS, "slow")
+DEFAULT_POLL_FAULT_COUNT = 2
 _DIRECTIVE = re.compile(r"\[sim:([a-z_]+)(?:=([^\]]*))?\]", re.IGNORECASE)
 
 
 class DirectiveError(BadRequest):
     """A `[sim:...]` directive that cannot be understood."""
+
+
+@dataclass(frozen=True)
+class PollFault:
+    """`[sim:pollfault=KIND:N]`: the first `count` polls of a task answer `kind`."""
+
+    kind: PollFaultKind
+    count: int = DEFAULT_POLL_FAULT_COUNT
 
 
 @dataclass(frozen=True)
@@ -59,6 +93,9 @@ class Faults:
     late: float = 0.0
     pollmiss: float = 0.0
     slow: float = 0.0
+    slowack: float = 0.0
+    submit_fault: WireFault | None = None
+    poll_fault: PollFault | None = None
     stream: StreamStyle = "sse"
     unwrapped: bool = False
     directives: tuple[str, ...] = ()  # as written in the prompt, e.g. "fail=error"
@@ -119,6 +156,23 @@ def _stream(name: str, value: str | None) -> StreamStyle:
     raise DirectiveError("[sim:stream=...] takes sse, json or bare")
 
 
+def _wire_fault(name: str, value: str | None) -> WireFault:
+    for kind in WIRE_FAULTS:
+        if value == kind:
+            return kind
+    raise DirectiveError(f"[sim:{name}=...] takes one of {', '.join(WIRE_FAULTS)}")
+
+
+def _poll_fault(name: str, value: str | None) -> PollFault:
+    kind_text, sep, count_text = (value or "").partition(":")
+    kind = next((k for k in POLL_FAULTS if k == kind_text), None)
+    count = int(count_text) if count_text.isdigit() else -1
+    if kind is None or (sep and count < 1):
+        kinds = "|".join(POLL_FAULTS)
+        raise DirectiveError(f"[sim:{name}=KIND] or [sim:{name}=KIND:N] takes KIND {kinds}, N >= 1")
+    return PollFault(kind, count) if sep else PollFault(kind)
+
+
 _PARSERS: dict[str, tuple[str, Callable[[str, str | None], Any]]] = {
     "fail": ("fail", _fail),
     "violation": ("violation", _flag),
@@ -131,6 +185,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str | None], Any]]] = {
     "late": ("late", _seconds),
     "pollmiss": ("pollmiss", _seconds),
     "slow": ("slow", _seconds),
+    "slowack": ("slowack", _seconds),
+    "submitfault": ("submit_fault", _wire_fault),
+    "pollfault": ("poll_fault", _poll_fault),
     "stream": ("stream", _stream),
     "unwrapped": ("unwrapped", _flag),
 }
@@ -166,9 +223,12 @@ def roll_faults(faults: Faults, config: SimulatorConfig, rng: random.Random) -> 
             ("reorder", config.reorder_rate),
             ("drop", config.drop_rate),
             ("late", config.late_rate),
+            ("slowack", config.slowack_rate),
+            ("submit_fault", config.submit_fault_rate),
         )
     }
     reason = rng.choice(FAILURE_REASONS)
+    wire_fault = rng.choice(WIRE_FAULTS)
     changes: dict[str, Any] = {}
     if dice["fail"] and faults.fail is None and not faults.violation:
         changes["fail"] = reason
@@ -182,10 +242,31 @@ def roll_faults(faults: Faults, config: SimulatorConfig, rng: random.Random) -> 
         changes["drop"] = "all"
     if dice["late"] and "late" not in _names(faults.directives):
         changes["late"] = config.late_delay
+    if dice["slowack"] and "slowack" not in _names(faults.directives):
+        changes["slowack"] = config.slowack_seconds
+    if dice["submit_fault"] and faults.submit_fault is None:
+        changes["submit_fault"] = wire_fault
     if "pollmiss" not in _names(faults.directives):
         changes["pollmiss"] = config.poll_miss_seconds
     rolled = tuple(k for k in changes if k != "pollmiss")
     return replace(faults, **changes, rolled=rolled)
+
+
+class PollFaultDice:
+    """Decides which polls break: a task's `pollfault` directive, else `poll_fault_rate`."""
+
+    def __init__(self, config: SimulatorConfig, seed: int | None) -> None:
+        self._rate = config.poll_fault_rate
+        # Its own generator: how often a client polls must not change the per-task dice.
+        self._rng = random.Random(None if seed is None else f"poll-faults/{seed}")
+
+    def roll(self, faults: Faults | None, polls_so_far: int) -> PollFaultKind | None:
+        """The fault for the next poll of a task (`faults` None: an id nobody knows)."""
+        hit, kind = self._rng.random() < self._rate, self._rng.choice(WIRE_FAULTS)
+        planned = faults.poll_fault if faults is not None else None
+        if planned is not None and polls_so_far < planned.count:
+            return planned.kind
+        return kind if hit else None
 
 
 def _names(directives: tuple[str, ...]) -> set[str]:

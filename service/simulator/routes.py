@@ -13,12 +13,19 @@ from starlette.routing import BaseRoute, Route
 
 from service.simulator.catalog import SubmitPath, find_model, submit_paths
 from service.simulator.engine import Simulator, SubmitRequest
-from service.simulator.errors import BadRequest, InjectedHTTPError, Unauthorized
+from service.simulator.errors import BadRequest, InjectedHTTPError, TaskNotFound, Unauthorized
 from service.simulator.faults import StreamStyle
 from service.simulator.render import envelope, task_object
 from service.simulator.state import JSONObject, Mode
+from service.simulator.wire import WireFault, broken_answer
 
 POLL_MODE = "-1"
+# Broken submit answers that still create the task (the break happens after GrsAI accepted it).
+TASK_MADE: frozenset[WireFault] = frozenset({"truncated", "close"})
+
+
+def _json_bytes(obj: JSONObject) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 async def json_object(request: Request) -> JSONObject:
@@ -37,7 +44,7 @@ async def _frames(
 ) -> AsyncIterator[bytes]:
     prefix, end = (b"", b"\n") if style == "bare" else (b"data: ", b"\n\n")
     while (body := await queue.get()) is not None:
-        yield prefix + json.dumps(body, separators=(",", ":")).encode() + end
+        yield prefix + _json_bytes(body) + end
 
 
 class GrsaiEndpoints:
@@ -87,7 +94,17 @@ class GrsaiEndpoints:
             raise InjectedHTTPError(faults.http_status)
         if faults.reject:
             raise BadRequest("insufficient credits")
+        broken = faults.submit_fault
+        if broken is not None and broken not in TASK_MADE:
+            self.sim.stats.submit_faults += 1
+            return broken_answer(broken, b"")
         task = self.sim.start(req, faults)
+        if faults.slowack > 0:
+            await asyncio.sleep(faults.slowack)
+        if broken is not None:
+            self.sim.stats.submit_faults += 1
+            task.submit_fault = broken
+            return broken_answer(broken, _json_bytes(envelope({"id": task.id})))
         if task.stream is not None:
             style = task.faults.stream
             return StreamingResponse(
@@ -143,9 +160,19 @@ class GrsaiEndpoints:
         if not isinstance(task_id, str) or not task_id:
             self.sim.stats.polls += 1
             raise BadRequest("id is required")
-        task = self.sim.poll(task_id)
-        body = task_object(task)
-        return JSONResponse(body if task.faults.unwrapped else envelope(body))
+        fault = self.sim.poll_fault(task_id)
+        if fault == "slow":
+            await asyncio.sleep(self.sim.config.poll_slow_seconds)
+        try:
+            task = self.sim.poll(task_id)
+        except TaskNotFound as exc:
+            answer = exc.response()
+        else:
+            body = task_object(task)
+            answer = JSONResponse(body if task.faults.unwrapped else envelope(body))
+        if fault is None or fault == "slow":
+            return answer
+        return broken_answer(fault, bytes(answer.body))
 
     async def file(self, request: Request) -> Response:
         """A result file; 404 when unknown or past the URL lifetime."""

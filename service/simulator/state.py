@@ -30,6 +30,7 @@ class CallbackRecord:
     """One callback POST as it happened."""
 
     body: JSONObject
+    raw: bytes  # the exact request body sent (UTF-8 JSON)
     time: float
     attempt: int
     status: int | None = None  # the receiver's HTTP status; None when it could not be reached
@@ -39,6 +40,7 @@ class CallbackRecord:
         """A JSON-ready view for the admin endpoints."""
         return {
             "body": self.body,
+            "raw": self.raw.decode(),
             "time": self.time,
             "attempt": self.attempt,
             "status": self.status,
@@ -64,6 +66,9 @@ class SimTask:
     failure_reason: str = ""
     error: str = ""
     callbacks: list[CallbackRecord] = field(default_factory=list)
+    polls: int = 0  # poll requests for this id, broken ones included
+    poll_faults: list[str] = field(default_factory=list)  # the broken answers, in order
+    submit_fault: str | None = None  # how the submit answer that created the task was broken
     # Snapshots for a stream response and for the callback sender; None ends each.
     stream: asyncio.Queue[JSONObject | None] | None = None
     outbox: asyncio.Queue[JSONObject | None] | None = None
@@ -83,6 +88,8 @@ class Stats:
     tasks: int = 0
     callbacks_sent: int = 0
     polls: int = 0
+    poll_faults: int = 0  # polls answered by a broken answer (slow ones included)
+    submit_faults: int = 0  # submits answered by a broken answer
 
     def to_json(self) -> JSONObject:
         """A JSON-ready view."""
@@ -91,4 +98,6 @@ class Stats:
             "tasks": self.tasks,
             "callbacks_sent": self.callbacks_sent,
             "polls": self.polls,
+            "poll_faults": self.poll_faults,
+            "submit_faults": self.submit_faults,
         }

@@ -130,11 +130,11 @@ async def test_submit_rejection_is_502_and_recorded(
     assert stored.json()["failure_reason"] == "submit_rejected"
 
 
-@pytest.mark.parametrize("status", [401, 429, 500])
+@pytest.mark.parametrize("status", [401, 429])
 async def test_upstream_http_errors_at_submit_are_502(
     relay: RelayProcess, client: httpx.AsyncClient, status: int
 ) -> None:
-    """GrsAI answering 401, 429 or 500 to a submit gives the client a 502, never a 500."""
+    """GrsAI answering 401 or 429 to a submit gives the client a 502, never a 500."""
     key = relay.create_key("a")
     response = await client.post(
         f"{relay.url}/v1/tasks",
@@ -271,3 +271,21 @@ async def test_callback_tokens_never_reach_the_logs(
     assert "/webhooks/grsai/***" in logs
     assert token not in logs
     assert key not in logs
+
+
+async def test_upstream_5xx_at_submit_is_503_and_fails_after_recovery_grace(
+    start_relay: RelayFactory, client: httpx.AsyncClient
+) -> None:
+    """A 5xx leaves the outcome unknown: 503 now; with no callback, submit_interrupted later."""
+    relay = start_relay(SUBMIT_RECOVERY_GRACE="0.5")
+    key = relay.create_key("a")
+    response = await client.post(
+        f"{relay.url}/v1/tasks",
+        json={"model": "nano-banana", "prompt": "x [sim:http=500]"},
+        headers=auth(key),
+    )
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "upstream_outcome_unknown"
+    done = await wait_for_task(client, relay, key, error["task_id"])
+    assert (done["status"], done["failure_reason"]) == ("failed", "submit_interrupted")

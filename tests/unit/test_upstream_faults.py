@@ -10,6 +10,7 @@ import pytest
 
 from service.errors import (
     UpstreamError,
+    UpstreamOutcomeUnknown,
     UpstreamProtocolError,
     UpstreamRejected,
     UpstreamTimeout,
@@ -94,8 +95,8 @@ async def test_submit_is_never_retried_once_it_may_have_arrived(
 @pytest.mark.parametrize(
     ("behaviour", "error", "status"),
     [
-        (HTML, UpstreamRejected, 502),
-        (answer(500, b'{"code":-1,"msg":"boom"}'), UpstreamRejected, 502),
+        (HTML, UpstreamOutcomeUnknown, 503),
+        (answer(500, b'{"code":-1,"msg":"boom"}'), UpstreamOutcomeUnknown, 503),
         (answer(429, b'{"code":-1,"msg":"rate limited"}'), UpstreamRejected, 502),
         (answer(401, b""), UpstreamRejected, 502),
         (TRUNCATED, UpstreamProtocolError, 502),
