@@ -8,22 +8,39 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 from starlette.applications import Starlette
 
+from service.assets.download import Downloader
+from service.assets.mirror import Mirror
+from service.assets.store import LocalAssetStore
 from service.clock import Clock, SystemClock
 from service.context import Services
 from service.credentials import Entropy, SystemEntropy
 from service.errors import exception_handlers
 from service.ingest import CallbackIngestor
+from service.netguard import Resolver, UrlGuard, parse_networks, system_resolver
 from service.poller import Poller
-from service.routes import health, tasks, webhooks
+from service.routes import health, results, tasks, webhooks
 from service.schedule import PollPolicy
 from service.settings import Settings
 from service.storage import Storage, open_storage
 from service.submission import Submitter
 from service.upstream import GrsaiClient
+
+
+@dataclass(frozen=True, slots=True)
+class Seams:
+    """What tests may replace: every source of I/O, time and chance the app uses."""
+
+    storage: Storage | None = None
+    upstream_transport: httpx.AsyncBaseTransport | None = None
+    clock: Clock | None = None
+    entropy: Entropy | None = None
+    rng: random.Random | None = None
+    resolver: Resolver | None = None
 
 
 def poll_policy(settings: Settings) -> PollPolicy:
@@ -39,10 +56,10 @@ def poll_policy(settings: Settings) -> PollPolicy:
     )
 
 
-def upstream_http(
+def shared_http(
     settings: Settings, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
-    """The one long-lived HTTP client for GrsAI, with explicit timeouts and limits."""
+    """The one long-lived HTTP client (GrsAI calls and downloads), with timeouts and limits."""
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout),
@@ -51,24 +68,17 @@ def upstream_http(
     )
 
 
-def build_services(
-    settings: Settings,
-    *,
-    storage: Storage | None = None,
-    upstream_transport: httpx.AsyncBaseTransport | None = None,
-    clock: Clock | None = None,
-    entropy: Entropy | None = None,
-    rng: random.Random | None = None,
-) -> Services:
+def build_services(settings: Settings, seams: Seams | None = None) -> Services:
     """Wire every long-lived object from settings and the injected seams."""
     if settings.grsai_api_key is None:
         raise ValueError("GRSAI_API_KEY is not set (run `grsai-relay serve` for demo mode)")
-    storage = storage or open_storage(settings)
-    clock = clock or SystemClock()
-    entropy = entropy or SystemEntropy()
+    seams = seams or Seams()
+    storage = seams.storage or open_storage(settings)
+    clock = seams.clock or SystemClock()
+    rng = seams.rng or random.Random()
+    entropy = seams.entropy or SystemEntropy()
     policy = poll_policy(settings)
-    http = upstream_http(settings, upstream_transport)
-    rng = rng or random.Random()
+    http = shared_http(settings, seams.upstream_transport)
     upstream = GrsaiClient(
         http,
         settings.grsai_base_url,
@@ -77,6 +87,24 @@ def build_services(
         retry_delay=settings.upstream_retry_delay,
         rng=rng,
     )
+    assets = LocalAssetStore(settings.asset_dir)
+    guard = UrlGuard(
+        parse_networks(settings.fetch_allow_networks), seams.resolver or system_resolver
+    )
+    downloader = Downloader(
+        http, assets, guard, max_bytes=settings.asset_max_bytes, timeout=settings.asset_timeout
+    )
+    mirror = Mirror(
+        storage,
+        downloader,
+        clock,
+        concurrency=settings.asset_concurrency,
+        tick=settings.asset_tick,
+        retry_delays=settings.retry_delays(),
+        lease=settings.asset_timeout + 60.0,
+        rng=rng,
+    )
+    copy = settings.mirror_results
     return Services(
         settings=settings,
         storage=storage,
@@ -99,6 +127,8 @@ def build_services(
             clock,
             verify=settings.verify_callbacks,
             verify_timeout=settings.upstream_verify_timeout,
+            mirror=copy,
+            on_success=mirror.kick,
         ),
         poller=Poller(
             storage,
@@ -110,49 +140,46 @@ def build_services(
             concurrency=settings.poller_concurrency,
             lease=settings.poller_lease,
             rng=rng,
+            mirror=copy,
+            on_success=mirror.kick,
         ),
+        assets=assets,
+        mirror=mirror,
         clock=clock,
         entropy=entropy,
     )
 
 
 def create_app(
-    settings: Settings | None = None,
-    *,
-    storage: Storage | None = None,
-    upstream_transport: httpx.AsyncBaseTransport | None = None,
-    clock: Clock | None = None,
-    entropy: Entropy | None = None,
-    rng: random.Random | None = None,
-    run_poller: bool = True,
+    settings: Settings | None = None, *, seams: Seams | None = None, run_workers: bool = True
 ) -> Starlette:
     """Build the grsai-relay ASGI app. Reads the environment only when `settings` is None."""
     settings = settings or Settings()
-    svc = build_services(
-        settings,
-        storage=storage,
-        upstream_transport=upstream_transport,
-        clock=clock,
-        entropy=entropy,
-        rng=rng,
-    )
+    svc = build_services(settings, seams)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.storage.open()
+        svc.assets.clear_staging()
         try:
-            if run_poller:
+            if run_workers:
                 svc.poller.start()
+                if settings.mirror_results:
+                    svc.mirror.start()
             yield
         finally:
-            await svc.poller.stop(grace=min(5.0, settings.shutdown_timeout))
+            grace = min(5.0, settings.shutdown_timeout)
+            await svc.poller.stop(grace=grace)
+            await svc.mirror.stop(grace=grace)
             await svc.http.aclose()
             await svc.storage.close()
 
     app = Starlette(
-        routes=[*health.routes, *tasks.routes, *webhooks.routes],
+        routes=[*health.routes, *tasks.routes, *results.routes, *webhooks.routes],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
     )
+    # A trailing-slash redirect would build its Location from the Host header: answer 404.
+    app.router.redirect_slashes = False
     app.state.services = svc
     return app

@@ -56,6 +56,30 @@ async def _keys(settings: Settings, ns: argparse.Namespace) -> int:
         await storage.close()
 
 
+async def _prune(settings: Settings, older_than_days: float | None) -> int:
+    from service.assets.store import LocalAssetStore
+
+    days = older_than_days if older_than_days is not None else settings.asset_retention_days
+    started = SystemClock().now()
+    cutoff = started - days * 86400
+    store = LocalAssetStore(settings.asset_dir)
+    storage = await _with_storage(settings)
+    pruned, removed = 0, 0
+    try:
+        while True:
+            count, orphans = await storage.prune_assets(cutoff, 500)
+            pruned += count
+            for sha in orphans:
+                removed += await store.delete(sha, unused_since=started - 60)
+            if count < 500:
+                break
+    finally:
+        await storage.close()
+    print(f"retired {pruned} copies of tasks completed over {days:g} days ago")
+    print(f"removed {removed} files no remaining task refers to")
+    return 0
+
+
 async def _migrate(settings: Settings) -> int:
     storage = await _with_storage(settings)
     try:
@@ -99,6 +123,11 @@ def parser() -> argparse.ArgumentParser:
     )
     keys_sub.add_parser("list", help="list keys")
     keys_sub.add_parser("revoke", help="revoke a key by id or prefix").add_argument("key_id")
+    assets = sub.add_parser("assets", help="stored result files")
+    prune = assets.add_subparsers(dest="assets_command", required=True).add_parser(
+        "prune", help="remove copies of tasks older than ASSET_RETENTION_DAYS"
+    )
+    prune.add_argument("--older-than-days", type=float, default=None)
     db = sub.add_parser("db", help="database maintenance")
     db.add_subparsers(dest="db_command", required=True).add_parser(
         "migrate", help="apply pending migrations"
@@ -118,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, ns.host or settings.host, ns.port or settings.port)
     if ns.command == "keys":
         return asyncio.run(_keys(settings, ns))
+    if ns.command == "assets":
+        return asyncio.run(_prune(settings, ns.older_than_days))
     return asyncio.run(_migrate(settings))
 
 

@@ -8,6 +8,8 @@ from typing import cast
 import httpx
 from starlette.requests import Request
 
+from service.assets.mirror import Mirror
+from service.assets.store import LocalAssetStore
 from service.clock import Clock
 from service.credentials import Entropy
 from service.ingest import CallbackIngestor
@@ -29,6 +31,8 @@ class Services:
     submitter: Submitter
     ingestor: CallbackIngestor
     poller: Poller
+    assets: LocalAssetStore
+    mirror: Mirror
     clock: Clock
     entropy: Entropy
 

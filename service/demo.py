@@ -42,6 +42,7 @@ def demo_settings(settings: Settings, simulator_url: str, host: str, port: int) 
             "grsai_api_key": DEMO_UPSTREAM_KEY,
             "grsai_base_url": simulator_url,
             "public_base_url": public,
+            "fetch_allow_networks": "127.0.0.1/32",  # the simulator serves result files here
         }
     )
 

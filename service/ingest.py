@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.clock import Clock
@@ -30,7 +31,7 @@ def with_schedule(decision: Decision, task: Task, policy: PollPolicy, now: float
         return decision
     next_poll = policy.after_news(task.mode, task.next_poll_at, now)
     changes = {**decision.changes, "next_poll_at": next_poll, "poll_attempts": 0}
-    return Decision(decision.outcome, changes, decision.detail)
+    return Decision(decision.outcome, changes, decision.detail, decision.copies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,8 @@ class CallbackIngestor:
         *,
         verify: bool,
         verify_timeout: float,
+        mirror: bool = False,
+        on_success: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -61,6 +64,8 @@ class CallbackIngestor:
         self._clock = clock
         self._verify = verify
         self._verify_timeout = verify_timeout
+        self._mirror = mirror
+        self._on_success = on_success
         self._inflight: dict[str, asyncio.Future[Observation | None]] = {}
 
     async def find_task(self, token: str) -> Task:
@@ -100,11 +105,15 @@ class CallbackIngestor:
         truth = obs
         result = await self._storage.apply(
             task.id,
-            lambda current: with_schedule(decide(current, truth, now), current, self._policy, now),
+            lambda current: with_schedule(
+                decide(current, truth, now, mirror=self._mirror), current, self._policy, now
+            ),
             event,
         )
         if result is None:
             raise NotFound("not found")
+        if result[0].copies:
+            self._on_success()
         return event.outcome or result[0].outcome
 
     async def _check(self, task: Task, claimed: Observation) -> Verdict:

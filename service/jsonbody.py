@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
@@ -124,4 +124,8 @@ async def read_body(request: Request, limit: int, deadline: float | None = None)
                 chunks.append(chunk)
     except TimeoutError as exc:
         raise RequestTimeout(f"the body did not arrive within {deadline:g} s") from exc
+    except ClientDisconnect as exc:  # nobody is left to answer; end quietly, no traceback
+        raise BadRequest(
+            "client disconnected before sending the whole body", code="client_disconnected"
+        ) from exc
     return b"".join(chunks)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 
 from service.clock import Clock
 from service.errors import RelayError, UpstreamError
@@ -39,6 +40,8 @@ class Poller:
         concurrency: int,
         lease: float,
         rng: random.Random | None = None,
+        mirror: bool = False,
+        on_success: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -48,6 +51,8 @@ class Poller:
         self._batch = batch
         self._lease = lease
         self._rng = rng or random.Random()
+        self._mirror = mirror
+        self._on_success = on_success
         self._slots = asyncio.Semaphore(concurrency)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -140,13 +145,15 @@ class Poller:
         next_poll = self._policy.after_poll(attempts, now, self._rng.random())
 
         def apply_poll(current: Task) -> Decision:
-            decision = decide(current, obs, now)
+            decision = decide(current, obs, now, mirror=self._mirror)
             changes = dict(decision.changes)
             if changes.get("status", current.status) not in ("succeeded", "failed"):
                 changes |= {"next_poll_at": next_poll, "poll_attempts": attempts}
-            return Decision(decision.outcome, changes, decision.detail)
+            return Decision(decision.outcome, changes, decision.detail, decision.copies)
 
-        await self._storage.apply(task.id, apply_poll, event if obs.terminal else None)
+        result = await self._storage.apply(task.id, apply_poll, event if obs.terminal else None)
+        if result is not None and result[0].copies:
+            self._on_success()
 
     async def _reschedule(self, task: Task, now: float) -> None:
         attempts = task.poll_attempts + 1

@@ -78,3 +78,25 @@ class Task:
             "updated_at": rfc3339(self.updated_at),
             "completed_at": rfc3339(self.completed_at),
         }
+
+
+AssetStatus = Literal["pending", "stored", "failed", "pruned"]
+
+
+@dataclass(slots=True)
+class Asset:
+    """One result file of a task: the copy job and, once stored, what was stored."""
+
+    task_id: str
+    n: int
+    upstream_url: str
+    status: AssetStatus = "pending"
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    error: str | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    stored_at: float | None = None

@@ -49,6 +49,17 @@ class TaskCreate(BaseModel):
             raise ValueError("must be an absolute http(s) URL")
         if parts.username or parts.password:
             raise ValueError("must not contain credentials")
+        try:
+            parts.port  # noqa: B018  # urlsplit checks the port only when it is read
+        except ValueError as exc:
+            raise ValueError("has an invalid port") from exc
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
         return value
 
     def upstream_params(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.catalog import Catalog
+from service.netguard import parse_networks
 
 
 class Settings(BaseSettings):
@@ -46,6 +47,16 @@ class Settings(BaseSettings):
     poller_concurrency: int = Field(default=8, gt=0)
     poller_lease: float = Field(default=60.0, gt=0)
 
+    mirror_results: bool = True
+    asset_dir: str = "./data/assets"
+    asset_max_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    asset_concurrency: int = Field(default=4, gt=0)
+    asset_timeout: float = Field(default=600.0, gt=0)
+    asset_retry_delays: str = "5,30,120,600,1800"
+    asset_tick: float = Field(default=1.0, gt=0)
+    asset_retention_days: float = Field(default=30.0, gt=0)
+    fetch_allow_networks: str = ""
+
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     write_batch_max: int = Field(default=256, gt=0)
@@ -81,6 +92,24 @@ class Settings(BaseSettings):
     def _catalog_parses(cls, value: str | None) -> str | None:
         Catalog.from_override(value)
         return value
+
+    @field_validator("asset_retry_delays")
+    @classmethod
+    def _delays(cls, value: str) -> str:
+        delays = [float(d) for d in value.split(",") if d.strip()]
+        if any(d < 0 for d in delays):
+            raise ValueError("delays must be >= 0 seconds")
+        return value
+
+    @field_validator("fetch_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    def retry_delays(self) -> list[float]:
+        """ASSET_RETRY_DELAYS as numbers."""
+        return [float(d) for d in self.asset_retry_delays.split(",") if d.strip()]
 
     @property
     def demo_mode(self) -> bool:

@@ -21,10 +21,36 @@ class Decision:
     outcome: EventOutcome
     changes: dict[str, Any] = field(default_factory=dict)
     detail: str | None = None
+    copies: tuple[str, ...] = ()  # result URLs to copy to our storage, queued atomically
 
 
-def decide(task: Task, obs: Observation, now: float) -> Decision:
-    """Decide how a (verified, if terminal) observation changes `task`."""
+def result_entries(obs: Observation, mirror: bool) -> list[dict[str, Any]]:
+    """The stored `results` of a task that just succeeded.
+
+    With mirroring, `url` stays null until our copy is stored (it is never shown as stored
+    before it is); without, `url` is GrsAI's own (expiring) URL.
+    """
+    return [
+        {
+            "url": None if mirror else r.url,
+            "upstream_url": r.url,
+            "content_type": None,
+            "bytes": None,
+            "sha256": None,
+            "width": r.width,
+            "height": r.height,
+            "stored_at": None,
+            "asset": {"status": "pending" if mirror else "not_copied", "error": None},
+        }
+        for r in obs.results
+    ]
+
+
+def decide(task: Task, obs: Observation, now: float, *, mirror: bool = False) -> Decision:
+    """Decide how a (verified, if terminal) observation changes `task`.
+
+    With `mirror`, a success also queues a copy of every result file.
+    """
     if task.upstream_id is not None and obs.upstream_id != task.upstream_id:
         return Decision("rejected", detail="id does not match this task's upstream id")
     bind = (
@@ -40,7 +66,7 @@ def decide(task: Task, obs: Observation, now: float) -> Decision:
             **bind,
             "status": obs.status,
             "progress": 100 if obs.status == "succeeded" else task.progress,
-            "results": [r.to_json() for r in obs.results],
+            "results": result_entries(obs, mirror) if obs.status == "succeeded" else [],
             "failure_reason": obs.failure_reason if obs.status == "failed" else None,
             "error": obs.error,
             "completed_at": now,
@@ -48,7 +74,8 @@ def decide(task: Task, obs: Observation, now: float) -> Decision:
             "last_event_at": now,
             "next_poll_at": None,
         }
-        return Decision("applied", changes)
+        copies = tuple(r.url for r in obs.results) if mirror and obs.status == "succeeded" else ()
+        return Decision("applied", changes, copies=copies)
     progress = obs.progress if obs.progress is not None else task.progress
     if task.status == "pending":
         return Decision(

@@ -29,6 +29,8 @@ async def readyz(request: Request) -> JSONResponse:
         "mode": "callback" if svc.settings.public_base_url else "poll",
     }
     checks["poller"] = {"status": "ok" if svc.poller.alive else "failing"}
+    if svc.settings.mirror_results:
+        checks["mirror"] = {"status": "ok" if svc.mirror.alive else "failing"}
     ready = all(c["status"] == "ok" for c in checks.values())
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)

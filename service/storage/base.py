@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from service.records import ApiKey, EventOutcome, Task
+from service.records import ApiKey, Asset, EventOutcome, Task
 from service.transitions import Decision
 
 EventSource = Literal["callback", "poll", "submit", "local"]
@@ -94,3 +94,18 @@ class Storage(Protocol):
 
     async def events(self, task_id: str) -> list[Event]:
         """Every stored event of a task, oldest first."""
+
+    async def claim_assets(self, now: float, limit: int, lease_until: float) -> list[Asset]:
+        """Take up to `limit` due copy jobs, leasing them until `lease_until`."""
+
+    async def save_asset(self, asset: Asset) -> None:
+        """Store a copy job's new state and its task's `results` entry atomically."""
+
+    async def asset(self, task_id: str, n: int) -> Asset | None:
+        """One copy job / stored file record."""
+
+    async def assets_of(self, task_id: str) -> list[Asset]:
+        """Every copy job of a task, in result order."""
+
+    async def prune_assets(self, completed_before: float, limit: int) -> tuple[int, list[str]]:
+        """Retire copies of old tasks; return (count, hashes no stored copy refers to)."""

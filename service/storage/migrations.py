@@ -59,6 +59,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX events_task ON events(task_id, id)",
     ),
+    # 2: result files copied to our own storage (the queue and the record of each copy)
+    (
+        """CREATE TABLE assets (
+            task_id TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            upstream_url TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'stored', 'failed', 'pruned')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            error TEXT,
+            sha256 TEXT,
+            content_type TEXT,
+            bytes INTEGER,
+            width INTEGER,
+            height INTEGER,
+            stored_at REAL,
+            PRIMARY KEY (task_id, n)
+        )""",
+        "CREATE INDEX assets_due ON assets(next_attempt_at) WHERE next_attempt_at IS NOT NULL",
+        "CREATE INDEX assets_sha ON assets(sha256) WHERE sha256 IS NOT NULL",
+        "CREATE INDEX tasks_completed ON tasks(completed_at) WHERE completed_at IS NOT NULL",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -14,6 +14,7 @@ from service.errors import StorageUnavailable
 from service.records import ApiKey, Task
 from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.migrations import LATEST, MIGRATIONS
+from service.storage.sqlite_assets import SQLiteAssets
 from service.storage.sqlite_writer import GroupCommitWriter, storage_error
 from service.transitions import Decision, apply
 
@@ -47,7 +48,7 @@ async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) ->
     return _task(row) if row is not None else None
 
 
-class SQLiteStorage:
+class SQLiteStorage(SQLiteAssets):
     """The `Storage` contract on a SQLite file."""
 
     def __init__(
@@ -277,6 +278,12 @@ class SQLiteStorage:
             decision = decide(task)
             if decision.changes:
                 await _update(conn, task_id, decision.changes)
+            if decision.copies:
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO assets (task_id, n, upstream_url, status,"
+                    " next_attempt_at) VALUES (?, ?, ?, 'pending', ?)",
+                    [(task_id, n, url, 0.0) for n, url in enumerate(decision.copies)],
+                )
             if event is not None:
                 await _insert_event(conn, event, decision)
             return decision, apply(task, decision)

@@ -58,12 +58,18 @@ async def _client() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def settled(task: dict[str, Any]) -> bool:
+    """Terminal, and no result file still waiting to be copied."""
+    copying = any(r.get("asset", {}).get("status") == "pending" for r in task["results"])
+    return task["status"] in TERMINAL and not copying
+
+
 async def wait_for_task(
     client: httpx.AsyncClient,
     relay: RelayProcess,
     key: str,
     task_id: str,
-    until: Callable[[dict[str, Any]], bool] = lambda t: t["status"] in TERMINAL,
+    until: Callable[[dict[str, Any]], bool] = settled,
     within: float = 20.0,
 ) -> dict[str, Any]:
     """Poll GET /v1/tasks/{id} until `until(task)` holds."""

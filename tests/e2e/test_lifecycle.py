@@ -56,7 +56,7 @@ async def test_each_family_succeeds_via_callbacks(
     assert done["progress"] == 100
     assert done["metadata"] == {"order": 7}
     assert done["completed_at"] is not None
-    assert [r["url"] for r in done["results"]] == truth_urls(truth["task"])
+    assert [r["upstream_url"] for r in done["results"]] == truth_urls(truth["task"])
     assert ("callback", "applied") in events(relay, created["id"])
     assert truth["mode"] == "callback"
 
@@ -80,7 +80,7 @@ async def test_each_family_succeeds_in_poll_mode(
     assert truth["mode"] == "poll"
     assert truth["callbacks"] == []
     assert done["status"] == "succeeded"
-    assert [r["url"] for r in done["results"]] == truth_urls(truth["task"])
+    assert [r["upstream_url"] for r in done["results"]] == truth_urls(truth["task"])
 
 
 @pytest.mark.parametrize("reason", ["output_moderation", "input_moderation", "error"])
@@ -160,7 +160,7 @@ async def test_misbehaving_callbacks_still_end_right(
     done = await wait_for_task(client, relay, key, created["id"])
     truth = await sim_task(client, simulator, done["upstream_id"])
     assert done["status"] == truth["task"]["status"] == "succeeded"
-    assert [r["url"] for r in done["results"]] == truth_urls(truth["task"])
+    assert [r["upstream_url"] for r in done["results"]] == truth_urls(truth["task"])
     # settle: late duplicates must not change the final state
     again = await wait_for_task(client, relay, key, created["id"])
     assert again["results"] == done["results"]

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from service.app import create_app
+from service.app import Seams, create_app
 from service.clock import ManualClock
 from service.context import Services
 from service.credentials import hash_secret, new_api_key
@@ -145,6 +145,7 @@ def relay_settings(tmp_path: Path, name: str = "t.db", **changes: Any) -> Settin
         "grsai_api_key": "sk-test",
         "grsai_base_url": GRSAI_URL,
         "public_base_url": RELAY_URL,
+        "asset_dir": str(tmp_path / "assets"),
         **changes,
     }
     return Settings(**values)
@@ -251,13 +252,8 @@ async def _make_relay(
             nonlocal made
             made += 1
             settings = relay_settings(tmp_path, f"t{made}.db", **changes)
-            app = create_app(
-                settings,
-                upstream_transport=grsai.transport(),
-                clock=clock,
-                entropy=FakeEntropy(),
-                run_poller=run_poller,
-            )
+            seams = Seams(upstream_transport=grsai.transport(), clock=clock, entropy=FakeEntropy())
+            app = create_app(settings, seams=seams, run_workers=run_poller)
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=RELAY_URL)

@@ -426,7 +426,7 @@ async def test_upstream_refusals_are_502(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 async def test_upstream_5xx_at_submit_is_outcome_unknown(relay: Relay, status: int) -> None:
-    """A 5xx may come from a gateway after GrsAI took the task: 503, and the task awaits recovery."""
+    """A 5xx may come from a gateway after GrsAI took the task: 503; the task awaits recovery."""
 
     async def fail(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, text="<html>oops</html>")
@@ -770,7 +770,7 @@ async def test_healthz(relay: Relay) -> None:
 
 
 async def test_readyz_ready_with_poller(make_relay: MakeRelay) -> None:
-    """/readyz is 200 when the database answers and the poller runs."""
+    """/readyz is 200 when the database answers and the poller and copier run."""
     relay = await make_relay(run_poller=True)
     response = await relay.client.get("/readyz")
     assert response.status_code == 200
@@ -780,6 +780,7 @@ async def test_readyz_ready_with_poller(make_relay: MakeRelay) -> None:
             "database": {"status": "ok"},
             "settings": {"status": "ok", "mode": "callback"},
             "poller": {"status": "ok"},
+            "mirror": {"status": "ok"},
         },
     }
 

@@ -45,7 +45,9 @@ async def test_poll_mode_task_is_polled_to_completion(poll_relay: Relay) -> None
     done = await relay.task(task.id)
     assert done.status == "succeeded"
     assert done.progress == 100
-    assert done.results == [{"url": URL, "width": None, "height": None}]
+    assert [(r["upstream_url"], r["url"], r["asset"]["status"]) for r in done.results] == [
+        (URL, None, "pending")
+    ]
     assert done.completed_at == relay.clock.now()
     assert done.next_poll_at is None
     events = await relay.storage.events(task.id)

@@ -101,14 +101,24 @@ def test_lower_progress_is_stale() -> None:
     assert decision.detail == "progress 30 is behind 70"
 
 
+def test_success_with_mirroring_queues_copies_and_hides_the_url() -> None:
+    """With mirroring, a success queues a copy of each result and shows no URL until stored."""
+    decision = decide(make_task(status="running"), succeeded(URL), NOW, mirror=True)
+    assert decision.copies == (URL,)
+    entry = decision.changes["results"][0]
+    assert (entry["url"], entry["upstream_url"], entry["asset"]["status"]) == (None, URL, "pending")
+
+
 def test_succeeded_is_applied_with_results() -> None:
     """A succeeded observation finishes the task with its results and progress 100."""
     decision = decide(make_task(status="running", progress=50), succeeded(URL), NOW)
     assert decision.outcome == "applied"
+    assert decision.copies == ()
     changes = decision.changes
     assert changes["status"] == "succeeded"
     assert changes["progress"] == 100
-    assert changes["results"] == [{"url": URL, "width": None, "height": None}]
+    assert [(r["url"], r["upstream_url"]) for r in changes["results"]] == [(URL, URL)]
+    assert changes["results"][0]["asset"]["status"] == "not_copied"
     assert changes["failure_reason"] is None
     assert changes["completed_at"] == NOW
     assert changes["next_poll_at"] is None

@@ -210,7 +210,9 @@ async def test_terminal_callback_verified_by_poll_is_applied(relay: Relay) -> No
     assert relay.grsai.poll_ids == [upstream_id]
     task = await relay.task(task_id)
     assert task.status == "succeeded"
-    assert task.results == [{"url": URL, "width": None, "height": None}]
+    assert [(r["upstream_url"], r["url"], r["asset"]["status"]) for r in task.results] == [
+        (URL, None, "pending")
+    ]
     assert task.completed_at == relay.clock.now()
     assert task.next_poll_at is None
     events = await relay.storage.events(task_id)
@@ -267,7 +269,9 @@ async def test_forged_urls_are_replaced_by_polled_ones(relay: Relay) -> None:
     assert (await relay.callback(token, forged)).status_code == 200
     task = await relay.task(task_id)
     assert task.status == "succeeded"
-    assert task.results == [{"url": URL, "width": None, "height": None}]
+    assert [(r["upstream_url"], r["url"], r["asset"]["status"]) for r in task.results] == [
+        (URL, None, "pending")
+    ]
     events = await relay.storage.events(task_id)
     assert [e.outcome for e in events] == ["rejected"]
     assert events[0].body == json.dumps(forged).encode()
@@ -332,7 +336,9 @@ async def test_unverified_mode_applies_terminal_directly(make_relay: MakeRelay) 
     assert relay.grsai.poll_ids == []
     task = await relay.task(task_id)
     assert task.status == "succeeded"
-    assert task.results == [{"url": URL, "width": None, "height": None}]
+    assert [(r["upstream_url"], r["url"], r["asset"]["status"]) for r in task.results] == [
+        (URL, None, "pending")
+    ]
     assert await outcomes(relay, task_id) == ["applied"]
 
 

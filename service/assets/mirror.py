@@ -1,0 +1,142 @@
+"""The copy worker: downloads every result file of a succeeded task before its URL expires.
+
+Its queue is the `assets` table (written in the same transaction as the success), so copies
+survive restarts; claiming a job leases it, so a crash mid-download just retries it later.
+Downloads run concurrently up to a limit, off the callback path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+
+from service.assets.download import Downloader, FetchFailed
+from service.clock import Clock
+from service.errors import RelayError
+from service.records import Asset
+from service.storage import Storage
+
+log = logging.getLogger("grsai_relay.mirror")
+
+
+class Mirror:
+    """Copies queued result files on a tick (or at once when kicked)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        downloader: Downloader,
+        clock: Clock,
+        *,
+        concurrency: int,
+        tick: float,
+        retry_delays: Sequence[float],
+        lease: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._storage = storage
+        self._downloader = downloader
+        self._clock = clock
+        self._concurrency = concurrency
+        self._tick = tick
+        self._retry_delays = tuple(retry_delays)
+        self._lease = lease
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Run the loop in the background."""
+        self._task = asyncio.create_task(self._run(), name="asset-mirror")
+
+    def kick(self) -> None:
+        """Look for new jobs now instead of at the next tick."""
+        self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        """True while the loop runs."""
+        return self._task is not None and not self._task.done()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop; downloads still running after `grace` are cancelled (their lease retries them)."""
+        self._stop.set()
+        self._wake.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._task.cancel()
+            for job in list(self._running):
+                job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except RelayError as exc:
+                log.warning("copy round failed: %s", exc.message)
+            except Exception:  # keep copying whatever one round hit
+                log.exception("copy round crashed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._tick)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Start copies for due jobs while below the concurrency limit; return how many."""
+        free = self._concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        now = self._clock.now()
+        jobs = await self._storage.claim_assets(now, free, now + self._lease)
+        for job in jobs:
+            task = asyncio.create_task(self.copy(job), name=f"copy-{job.task_id}-{job.n}")
+            self._running.add(task)
+            task.add_done_callback(self._done)
+        return len(jobs)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()  # a slot is free: look for more work
+
+    async def copy(self, job: Asset) -> None:
+        """Download one file and record the outcome (stored, retry later, or failed)."""
+        try:
+            fetched = await self._downloader.fetch(job.upstream_url)
+        except FetchFailed as exc:
+            self._failed(job, exc)
+        except Exception as exc:  # a bug must not leave the job leased forever without a word
+            log.exception("copy of %s/%d crashed", job.task_id, job.n)
+            self._failed(job, FetchFailed(f"internal error: {exc!r}", retryable=True))
+        else:
+            job.status, job.error, job.next_attempt_at = "stored", None, None
+            job.sha256, job.bytes = fetched.sha256, fetched.size
+            job.content_type = fetched.kind.content_type
+            job.width, job.height = fetched.kind.width, fetched.kind.height
+            job.stored_at = self._clock.now()
+            job.attempts += 1
+        try:
+            await self._storage.save_asset(job)
+        except RelayError as exc:  # the lease brings the job back
+            log.warning("could not record copy of %s/%d: %s", job.task_id, job.n, exc.message)
+
+    def _failed(self, job: Asset, exc: FetchFailed) -> None:
+        job.attempts += 1
+        job.error = exc.reason
+        if exc.retryable and job.attempts <= len(self._retry_delays):
+            delay = self._retry_delays[job.attempts - 1] * self._rng.uniform(0.8, 1.2)
+            job.next_attempt_at = self._clock.now() + delay
+            log.info("copy of %s/%d failed (%s); retry in %.1f s", job.task_id, job.n, exc, delay)
+        else:
+            job.status, job.next_attempt_at = "failed", None
+            log.warning("copy of %s/%d failed for good: %s", job.task_id, job.n, exc.reason)

@@ -1,0 +1,125 @@
+"""Where result files live: a small contract, and the local-filesystem backend.
+
+Files are content-addressed: named by their SHA-256, so identical files are stored once and a
+name never changes meaning. A file becomes visible only by an atomic rename of a complete,
+verified temporary file, so a half-written file is never served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+CHUNK = 256 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class AssetStore(Protocol):
+    """The operations the service needs from file storage (an S3 backend would offer these)."""
+
+    def staging_file(self) -> Path:
+        """A new, empty local temporary file to download into."""
+        ...
+
+    async def put(self, staged: Path, sha256: str) -> None:
+        """Move a complete staged file into place under its hash (idempotent)."""
+        ...
+
+    async def size(self, sha256: str) -> int | None:
+        """The stored file's size in bytes, or None when it is not stored."""
+        ...
+
+    def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end] (inclusive) of a stored file, chunk by chunk."""
+        ...
+
+    async def delete(self, sha256: str, unused_since: float) -> bool:
+        """Remove a stored file unless it was (re)used after `unused_since`; True if removed."""
+        ...
+
+
+class LocalAssetStore:
+    """Files under `root/ab/cd/<sha256>`, staged in `root/tmp/`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._tmp = self.root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        """The final location of a file (the hash is checked, so no path escapes the root)."""
+        if not _SHA256.fullmatch(sha256):
+            raise ValueError("not a sha256 hex digest")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def staging_file(self) -> Path:
+        """A fresh temporary file in the same filesystem as the store (so rename is atomic)."""
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="dl-")
+        os.close(fd)
+        return Path(name)
+
+    async def put(self, staged: Path, sha256: str) -> None:
+        """fsync the staged file, then rename it into place."""
+        await asyncio.to_thread(self._put, staged, self.path(sha256))
+
+    @staticmethod
+    def _put(staged: Path, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with staged.open("rb") as f:
+            os.fsync(f.fileno())
+        if final.exists():  # same content already stored once; touching it shields it from prune
+            staged.unlink(missing_ok=True)
+            os.utime(final)
+            return
+        os.replace(staged, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    async def size(self, sha256: str) -> int | None:
+        """Size from the filesystem."""
+        try:
+            return self.path(sha256).stat().st_size
+        except (FileNotFoundError, ValueError):
+            return None
+
+    async def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Read the range in CHUNK-sized pieces off the event loop."""
+        with self.path(sha256).open("rb") as f:
+            f.seek(start)
+            remaining = end - start + 1
+            while remaining > 0:
+                chunk = await asyncio.to_thread(f.read, min(CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+
+    async def delete(self, sha256: str, unused_since: float) -> bool:
+        """Unlink the file if its mtime (touched on every reuse) is older than `unused_since`."""
+        path = self.path(sha256)
+        try:
+            if path.stat().st_mtime >= unused_since:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(OSError):  # tidy empty fan-out directories
+            self.path(sha256).parent.rmdir()
+        return True
+
+    def clear_staging(self) -> int:
+        """Remove staged files left by a crash; return how many."""
+        removed = 0
+        for leftover in self._tmp.glob("dl-*"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed

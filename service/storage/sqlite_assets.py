@@ -1,0 +1,123 @@
+"""SQLite operations on the `assets` table (the copy queue and the record of stored files)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiosqlite
+
+from service.assets.entries import updated_entry
+from service.errors import StorageUnavailable
+from service.records import Asset
+
+_COLUMNS = (
+    "task_id", "n", "upstream_url", "status", "attempts", "next_attempt_at", "error", "sha256",
+    "content_type", "bytes", "width", "height", "stored_at",
+)  # fmt: skip
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM assets"
+
+
+def _asset(row: Any) -> Asset:
+    return Asset(*row)
+
+
+async def _save(conn: aiosqlite.Connection, asset: Asset) -> None:
+    """Write the asset row and mirror its state into the task's `results[n]`."""
+    values = [getattr(asset, c) for c in _COLUMNS[2:]]
+    assignments = ", ".join(f"{c} = ?" for c in _COLUMNS[2:])
+    await conn.execute(
+        f"UPDATE assets SET {assignments} WHERE task_id = ? AND n = ?",
+        (*values, asset.task_id, asset.n),
+    )
+    async with conn.execute("SELECT results FROM tasks WHERE id = ?", (asset.task_id,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return
+    results = json.loads(row[0])
+    if asset.n < len(results):
+        results[asset.n] = updated_entry(results[asset.n], asset)
+        await conn.execute(
+            "UPDATE tasks SET results = ? WHERE id = ?",
+            (json.dumps(results, separators=(",", ":"), ensure_ascii=False), asset.task_id),
+        )
+
+
+class SQLiteAssets:
+    """Mixed into `SQLiteStorage`: needs its `_write` and `_reader`."""
+
+    _reader: aiosqlite.Connection | None
+
+    async def _write(self, op: Any) -> Any:  # provided by SQLiteStorage
+        raise NotImplementedError
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StorageUnavailable("database is not open")
+        return self._reader
+
+    async def claim_assets(self, now: float, limit: int, lease_until: float) -> list[Asset]:
+        """Take up to `limit` due copy jobs, leasing them until `lease_until`."""
+
+        async def op(conn: aiosqlite.Connection) -> list[Asset]:
+            sql = f"{_SELECT} WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
+            async with conn.execute(sql, (now, limit)) as cur:
+                jobs = [_asset(row) for row in await cur.fetchall()]
+            await conn.executemany(
+                "UPDATE assets SET next_attempt_at = ? WHERE task_id = ? AND n = ?",
+                [(lease_until, a.task_id, a.n) for a in jobs],
+            )
+            for job in jobs:
+                job.next_attempt_at = lease_until
+            return jobs
+
+        result: list[Asset] = await self._write(op)
+        return result
+
+    async def save_asset(self, asset: Asset) -> None:
+        """Store a job's new state (and its task's results entry) in one transaction."""
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await _save(conn, asset)
+
+        await self._write(op)
+
+    async def asset(self, task_id: str, n: int) -> Asset | None:
+        """One asset row."""
+        sql = f"{_SELECT} WHERE task_id = ? AND n = ?"
+        async with self._conn().execute(sql, (task_id, n)) as cur:
+            row = await cur.fetchone()
+        return _asset(row) if row else None
+
+    async def assets_of(self, task_id: str) -> list[Asset]:
+        """Every asset row of a task, in result order."""
+        sql = f"{_SELECT} WHERE task_id = ? ORDER BY n"
+        async with self._conn().execute(sql, (task_id,)) as cur:
+            return [_asset(row) for row in await cur.fetchall()]
+
+    async def prune_assets(self, completed_before: float, limit: int) -> tuple[int, list[str]]:
+        """Mark stored copies of tasks completed before the cutoff as pruned.
+
+        Returns (copies pruned, sha256 of files no remaining stored copy refers to).
+        """
+
+        async def op(conn: aiosqlite.Connection) -> tuple[int, list[str]]:
+            sql = (
+                f"{_SELECT} WHERE status = 'stored' AND task_id IN (SELECT id FROM tasks"
+                " WHERE completed_at IS NOT NULL AND completed_at < ?) LIMIT ?"
+            )
+            async with conn.execute(sql, (completed_before, limit)) as cur:
+                old = [_asset(row) for row in await cur.fetchall()]
+            for asset in old:
+                asset.status, asset.error = "pruned", "removed after the retention period"
+                await _save(conn, asset)
+            orphans = []
+            for sha in sorted({a.sha256 for a in old if a.sha256}):
+                check = "SELECT 1 FROM assets WHERE sha256 = ? AND status = 'stored' LIMIT 1"
+                async with conn.execute(check, (sha,)) as cur:
+                    if await cur.fetchone() is None:
+                        orphans.append(sha)
+            return len(old), orphans
+
+        result: tuple[int, list[str]] = await self._write(op)
+        return result
