@@ -19,11 +19,12 @@ from service.assets.store import LocalAssetStore
 from service.clock import Clock, SystemClock
 from service.context import Services
 from service.credentials import Entropy, SystemEntropy
+from service.delivery import Deliverer, DeliveryPolicy, parse_schedule
 from service.errors import exception_handlers
 from service.ingest import CallbackIngestor
 from service.netguard import Resolver, UrlGuard, parse_networks, system_resolver
 from service.poller import Poller
-from service.routes import health, results, tasks, webhooks
+from service.routes import deliveries, health, results, tasks, webhooks
 from service.schedule import PollPolicy
 from service.settings import Settings
 from service.storage import Storage, open_storage
@@ -88,9 +89,8 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         rng=rng,
     )
     assets = LocalAssetStore(settings.asset_dir)
-    guard = UrlGuard(
-        parse_networks(settings.fetch_allow_networks), seams.resolver or system_resolver
-    )
+    resolver = seams.resolver or system_resolver
+    guard = UrlGuard(parse_networks(settings.fetch_allow_networks), resolver)
     downloader = Downloader(
         http, assets, guard, max_bytes=settings.asset_max_bytes, timeout=settings.asset_timeout
     )
@@ -103,8 +103,30 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         retry_delays=settings.retry_delays(),
         lease=settings.asset_timeout + 60.0,
         rng=rng,
+        on_settled=lambda: deliverer.kick(),
+    )
+    deliverer = Deliverer(
+        storage,
+        http,
+        UrlGuard(parse_networks(settings.delivery_allow_networks), resolver),
+        clock,
+        DeliveryPolicy(
+            schedule=tuple(parse_schedule(settings.delivery_schedule)),
+            timeout=settings.delivery_timeout,
+            retry_after_max=settings.delivery_retry_after_max,
+            concurrency=settings.delivery_concurrency,
+            per_host=settings.delivery_per_host,
+        ),
+        base_url=settings.public_base_url or "",
+        tick=settings.delivery_tick,
+        rng=rng,
     )
     copy = settings.mirror_results
+
+    def finished() -> None:
+        mirror.kick()
+        deliverer.kick()
+
     return Services(
         settings=settings,
         storage=storage,
@@ -119,6 +141,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
             entropy,
             public_base_url=settings.public_base_url,
             metadata_limit=settings.metadata_max_bytes,
+            callback_guard=deliverer.guard,
         ),
         ingestor=CallbackIngestor(
             storage,
@@ -128,7 +151,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
             verify=settings.verify_callbacks,
             verify_timeout=settings.upstream_verify_timeout,
             mirror=copy,
-            on_success=mirror.kick,
+            on_final=finished,
         ),
         poller=Poller(
             storage,
@@ -141,10 +164,11 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
             lease=settings.poller_lease,
             rng=rng,
             mirror=copy,
-            on_success=mirror.kick,
+            on_final=finished,
         ),
         assets=assets,
         mirror=mirror,
+        deliverer=deliverer,
         clock=clock,
         entropy=entropy,
     )
@@ -166,16 +190,24 @@ def create_app(
                 svc.poller.start()
                 if settings.mirror_results:
                     svc.mirror.start()
+                svc.deliverer.start()
             yield
         finally:
             grace = min(5.0, settings.shutdown_timeout)
             await svc.poller.stop(grace=grace)
             await svc.mirror.stop(grace=grace)
+            await svc.deliverer.stop(grace=grace)
             await svc.http.aclose()
             await svc.storage.close()
 
     app = Starlette(
-        routes=[*health.routes, *tasks.routes, *results.routes, *webhooks.routes],
+        routes=[
+            *health.routes,
+            *tasks.routes,
+            *results.routes,
+            *deliveries.routes,
+            *webhooks.routes,
+        ],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
     )

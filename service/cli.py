@@ -12,6 +12,7 @@ from service.credentials import SystemEntropy, hash_secret, new_api_key
 from service.logs import configure as configure_logging
 from service.records import ApiKey
 from service.settings import Settings
+from service.signing import new_secret
 from service.simulator import SimulatorConfig, run_simulator
 from service.storage import Storage, open_storage
 
@@ -22,23 +23,58 @@ async def _with_storage(settings: Settings) -> Storage:
     return storage
 
 
-async def create_key(settings: Settings, name: str) -> str:
-    """Create an API key, store its hash, return the secret (shown once)."""
+async def create_key(settings: Settings, name: str) -> tuple[str, str]:
+    """Create an API key (stored hashed) and its webhook signing secret; return both."""
     storage = await _with_storage(settings)
     try:
         made = new_api_key(SystemEntropy())
-        key = ApiKey(made.id, name, made.prefix, SystemClock().now())
+        now = SystemClock().now()
+        key = ApiKey(made.id, name, made.prefix, now)
         await storage.create_api_key(key, hash_secret(made.secret))
-        return made.secret
+        signing = new_secret()
+        await storage.add_signing_secret(made.id, signing, now, retire_others_at=None)
+        return made.secret, signing
+    finally:
+        await storage.close()
+
+
+async def rotate_secret(settings: Settings, key_id: str, grace_hours: float | None) -> str | None:
+    """A new signing secret for a key (by id or prefix); the old one signs for a grace period."""
+    storage = await _with_storage(settings)
+    try:
+        found = [k for k in await storage.list_api_keys() if key_id in (k.id, k.prefix)]
+        if not found or found[0].revoked_at is not None:
+            return None
+        hours = settings.secret_rotation_grace_hours if grace_hours is None else grace_hours
+        now = SystemClock().now()
+        signing = new_secret()
+        await storage.add_signing_secret(found[0].id, signing, now, now + hours * 3600)
+        return signing
     finally:
         await storage.close()
 
 
 async def _keys(settings: Settings, ns: argparse.Namespace) -> int:
     if ns.keys_command == "create":
-        secret = await create_key(settings, ns.name)
+        secret, signing = await create_key(settings, ns.name)
         print(secret)
-        print("Store this key now: it is shown once and kept only as a hash.", file=sys.stderr)
+        print(signing)
+        print(
+            "Line 1 is the API key (shown once, stored only as a hash); line 2 is the secret\n"
+            "that signs callbacks to your callback_url (Standard Webhooks, whsec_...).",
+            file=sys.stderr,
+        )
+        return 0
+    if ns.keys_command == "rotate-secret":
+        rotated = await rotate_secret(settings, ns.key_id, ns.grace_hours)
+        if rotated is None:
+            print(f"no active key with id or prefix {ns.key_id!r}", file=sys.stderr)
+            return 1
+        print(rotated)
+        print(
+            "New signing secret; the old one keeps signing during the grace period.",
+            file=sys.stderr,
+        )
         return 0
     storage = await _with_storage(settings)
     try:
@@ -67,7 +103,7 @@ async def _prune(settings: Settings, older_than_days: float | None) -> int:
     pruned, removed = 0, 0
     try:
         while True:
-            count, orphans = await storage.prune_assets(cutoff, 500)
+            count, orphans = await storage.prune_assets(cutoff, 500, started)
             pruned += count
             for sha in orphans:
                 removed += await store.delete(sha, unused_since=started - 60)
@@ -97,7 +133,7 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     demo_key = None
     if settings.demo_mode:
         settings = demo_settings(settings, start_simulator(), host, port)
-        demo_key = asyncio.run(create_key(settings, "demo"))
+        demo_key, _ = asyncio.run(create_key(settings, "demo"))
     app = create_app(settings)
     if demo_key is not None:
         print(banner(settings, demo_key, host, port), flush=True)
@@ -123,6 +159,9 @@ def parser() -> argparse.ArgumentParser:
     )
     keys_sub.add_parser("list", help="list keys")
     keys_sub.add_parser("revoke", help="revoke a key by id or prefix").add_argument("key_id")
+    rotate = keys_sub.add_parser("rotate-secret", help="new webhook signing secret for a key")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace-hours", type=float, default=None)
     assets = sub.add_parser("assets", help="stored result files")
     prune = assets.add_subparsers(dest="assets_command", required=True).add_parser(
         "prune", help="remove copies of tasks older than ASSET_RETENTION_DAYS"

@@ -12,6 +12,7 @@ from service.assets.mirror import Mirror
 from service.assets.store import LocalAssetStore
 from service.clock import Clock
 from service.credentials import Entropy
+from service.delivery import Deliverer
 from service.ingest import CallbackIngestor
 from service.poller import Poller
 from service.settings import Settings
@@ -33,6 +34,7 @@ class Services:
     poller: Poller
     assets: LocalAssetStore
     mirror: Mirror
+    deliverer: Deliverer
     clock: Clock
     entropy: Entropy
 

@@ -56,7 +56,7 @@ class CallbackIngestor:
         verify: bool,
         verify_timeout: float,
         mirror: bool = False,
-        on_success: Callable[[], None] = lambda: None,
+        on_final: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -65,7 +65,7 @@ class CallbackIngestor:
         self._verify = verify
         self._verify_timeout = verify_timeout
         self._mirror = mirror
-        self._on_success = on_success
+        self._on_final = on_final
         self._inflight: dict[str, asyncio.Future[Observation | None]] = {}
 
     async def find_task(self, token: str) -> Task:
@@ -112,8 +112,8 @@ class CallbackIngestor:
         )
         if result is None:
             raise NotFound("not found")
-        if result[0].copies:
-            self._on_success()
+        if result[0].changes.get("status") in TERMINAL:
+            self._on_final()
         return event.outcome or result[0].outcome
 
     async def _check(self, task: Task, claimed: Observation) -> Verdict:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from service.clock import Clock
 from service.errors import RelayError, UpstreamError
 from service.ingest import poll_event
-from service.records import Task
+from service.records import TERMINAL, Task
 from service.schedule import PollPolicy
 from service.storage import Event, Storage
 from service.transitions import Decision, decide, fail_locally
@@ -41,7 +41,7 @@ class Poller:
         lease: float,
         rng: random.Random | None = None,
         mirror: bool = False,
-        on_success: Callable[[], None] = lambda: None,
+        on_final: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -52,7 +52,7 @@ class Poller:
         self._lease = lease
         self._rng = rng or random.Random()
         self._mirror = mirror
-        self._on_success = on_success
+        self._on_final = on_final
         self._slots = asyncio.Semaphore(concurrency)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -152,8 +152,8 @@ class Poller:
             return Decision(decision.outcome, changes, decision.detail, decision.copies)
 
         result = await self._storage.apply(task.id, apply_poll, event if obs.terminal else None)
-        if result is not None and result[0].copies:
-            self._on_success()
+        if result is not None and result[0].changes.get("status") in TERMINAL:
+            self._on_final()
 
     async def _reschedule(self, task: Task, now: float) -> None:
         attempts = task.poll_attempts + 1
@@ -171,3 +171,4 @@ class Poller:
         log.warning("task %s failed locally: %s (%s)", task.id, reason, error)
         event = Event(task.id, "local", now, error.encode(), detail=reason)
         await self._storage.apply(task.id, lambda t: fail_locally(t, reason, error, now), event)
+        self._on_final()

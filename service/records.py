@@ -14,6 +14,13 @@ SubmitState = Literal["submitting", "submitted", "failed"]
 EventOutcome = Literal["applied", "duplicate", "stale", "rejected", "deferred"]
 
 
+def _absolute(entry: dict[str, Any], base_url: str) -> dict[str, Any]:
+    url = entry.get("url")
+    if base_url and isinstance(url, str) and url.startswith("/"):
+        return {**entry, "url": base_url + url}
+    return entry
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """A client credential (only its hash is stored)."""
@@ -60,8 +67,11 @@ class Task:
         """True once the task has succeeded or failed for good."""
         return self.status in TERMINAL
 
-    def to_json(self) -> dict[str, Any]:
-        """Return the client-facing representation (GET /v1/tasks/{id})."""
+    def to_json(self, base_url: str = "") -> dict[str, Any]:
+        """Return the client-facing representation (GET /v1/tasks/{id}).
+
+        Our own result URLs are stored as paths and prefixed with `base_url` here.
+        """
         return {
             "id": self.id,
             "status": self.status,
@@ -69,7 +79,7 @@ class Task:
             "model": self.model,
             "upstream_id": self.upstream_id,
             "input": self.input,
-            "results": self.results,
+            "results": [_absolute(entry, base_url) for entry in self.results],
             "failure_reason": self.failure_reason,
             "error": self.error,
             "metadata": self.metadata,
@@ -100,3 +110,35 @@ class Asset:
     width: int | None = None
     height: int | None = None
     stored_at: float | None = None
+
+
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event for a client's callback URL (the outbox row); its id is the webhook-id."""
+
+    id: str
+    task_id: str
+    api_key_id: str
+    event_type: str
+    url: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float | None
+    event_at: float
+    delivered_at: float | None = None
+    dead_at: float | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at sending a delivery."""
+
+    delivery_id: str
+    attempted_at: float
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None

@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     asset_retention_days: float = Field(default=30.0, gt=0)
     fetch_allow_networks: str = ""
 
+    delivery_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    delivery_timeout: float = Field(default=15.0, gt=0)
+    delivery_retry_after_max: float = Field(default=86400.0, ge=0)
+    delivery_concurrency: int = Field(default=16, gt=0)
+    delivery_per_host: int = Field(default=4, gt=0)
+    delivery_tick: float = Field(default=1.0, gt=0)
+    delivery_allow_networks: str = ""
+    secret_rotation_grace_hours: float = Field(default=24.0, ge=0)
+
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     write_batch_max: int = Field(default=256, gt=0)
@@ -101,7 +110,15 @@ class Settings(BaseSettings):
             raise ValueError("delays must be >= 0 seconds")
         return value
 
-    @field_validator("fetch_allow_networks")
+    @field_validator("delivery_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        steps = [float(d) for d in value.split(",") if d.strip()]
+        if not steps or any(d < 0 for d in steps):
+            raise ValueError("needs at least one delay, all >= 0 seconds")
+        return value
+
+    @field_validator("fetch_allow_networks", "delivery_allow_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
         parse_networks(value)

@@ -25,6 +25,7 @@ from service.errors import (
     UpstreamUnavailable,
     ValidationFailed,
 )
+from service.netguard import UrlGuard, UrlRefused
 from service.records import ApiKey, Task
 from service.schedule import PollPolicy
 from service.schemas import TaskCreate, parse_task_create
@@ -56,6 +57,7 @@ class Submitter:
         *,
         public_base_url: str | None,
         metadata_limit: int,
+        callback_guard: UrlGuard | None = None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -65,6 +67,7 @@ class Submitter:
         self._entropy = entropy
         self._public_base_url = public_base_url
         self._metadata_limit = metadata_limit
+        self._callback_guard = callback_guard
 
     def _validate(self, body: dict[str, Any]) -> tuple[TaskCreate, str]:
         request = parse_task_create(body, self._metadata_limit)
@@ -91,6 +94,14 @@ class Submitter:
     async def submit(self, key: ApiKey, body: dict[str, Any], idempotency_key: str | None) -> Task:
         """Create and submit a task, or replay the one this Idempotency-Key already made."""
         request, path = self._validate(body)
+        if request.callback_url is not None and self._callback_guard is not None:
+            try:
+                await self._callback_guard.vet(request.callback_url)
+            except UrlRefused as exc:
+                raise ValidationFailed(
+                    f"callback_url is refused: {exc}",
+                    fields=[{"field": "callback_url", "message": str(exc)}],
+                ) from exc
         fingerprint = request_fingerprint(body)
         if idempotency_key is not None:
             if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from service.assets.download import Downloader, FetchFailed
 from service.clock import Clock
@@ -36,6 +36,7 @@ class Mirror:
         retry_delays: Sequence[float],
         lease: float,
         rng: random.Random | None = None,
+        on_settled: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._downloader = downloader
@@ -45,6 +46,7 @@ class Mirror:
         self._retry_delays = tuple(retry_delays)
         self._lease = lease
         self._rng = rng or random.Random()
+        self._on_settled = on_settled
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -126,9 +128,12 @@ class Mirror:
             job.stored_at = self._clock.now()
             job.attempts += 1
         try:
-            await self._storage.save_asset(job)
+            await self._storage.save_asset(job, self._clock.now())
         except RelayError as exc:  # the lease brings the job back
             log.warning("could not record copy of %s/%d: %s", job.task_id, job.n, exc.message)
+            return
+        if job.status != "pending":
+            self._on_settled()
 
     def _failed(self, job: Asset, exc: FetchFailed) -> None:
         job.attempts += 1

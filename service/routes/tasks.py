@@ -30,7 +30,7 @@ async def create_task(request: Request) -> JSONResponse:
         await read_body(request, svc.settings.api_max_body_bytes, svc.settings.body_timeout)
     )
     task = await svc.submitter.submit(key, body, request.headers.get("idempotency-key"))
-    return JSONResponse(task.to_json(), status_code=202)
+    return JSONResponse(task.to_json(svc.settings.public_base_url or ""), status_code=202)
 
 
 async def get_task(request: Request) -> JSONResponse:
@@ -40,7 +40,7 @@ async def get_task(request: Request) -> JSONResponse:
     task = await services(request).storage.task(task_id, key.id) if len(task_id) <= 64 else None
     if task is None:
         raise NotFound("no such task")
-    return JSONResponse(task.to_json())
+    return JSONResponse(task.to_json(services(request).settings.public_base_url or ""))
 
 
 def encode_cursor(seq: int) -> str:
@@ -96,7 +96,8 @@ async def list_tasks(request: Request) -> JSONResponse:
     )
     page = tasks[:limit]
     next_cursor = encode_cursor(page[-1].seq) if len(tasks) > limit and page[-1].seq else None
-    return JSONResponse({"data": [t.to_json() for t in page], "next_cursor": next_cursor})
+    base = services(request).settings.public_base_url or ""
+    return JSONResponse({"data": [t.to_json(base) for t in page], "next_cursor": next_cursor})
 
 
 routes = [

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from service.records import ApiKey, Asset, EventOutcome, Task
+from service.records import ApiKey, Asset, Attempt, Delivery, EventOutcome, Task
 from service.transitions import Decision
 
 EventSource = Literal["callback", "poll", "submit", "local"]
@@ -98,7 +98,7 @@ class Storage(Protocol):
     async def claim_assets(self, now: float, limit: int, lease_until: float) -> list[Asset]:
         """Take up to `limit` due copy jobs, leasing them until `lease_until`."""
 
-    async def save_asset(self, asset: Asset) -> None:
+    async def save_asset(self, asset: Asset, now: float) -> None:
         """Store a copy job's new state and its task's `results` entry atomically."""
 
     async def asset(self, task_id: str, n: int) -> Asset | None:
@@ -107,5 +107,32 @@ class Storage(Protocol):
     async def assets_of(self, task_id: str) -> list[Asset]:
         """Every copy job of a task, in result order."""
 
-    async def prune_assets(self, completed_before: float, limit: int) -> tuple[int, list[str]]:
+    async def prune_assets(
+        self, completed_before: float, limit: int, now: float = 0.0
+    ) -> tuple[int, list[str]]:
         """Retire copies of old tasks; return (count, hashes no stored copy refers to)."""
+
+    async def add_signing_secret(
+        self, api_key_id: str, secret: str, now: float, retire_others_at: float | None
+    ) -> None:
+        """Add a current signing secret; older ones stop signing at `retire_others_at`."""
+
+    async def signing_secrets(self, api_key_id: str, now: float) -> list[str]:
+        """The secrets that sign right now, newest first."""
+
+    async def claim_deliveries(
+        self, now: float, lease_until: float, free: int, busy: Mapping[str, int], per_host: int
+    ) -> list[Delivery]:
+        """Lease due deliveries, at most `free` in all and `per_host` per destination host."""
+
+    async def record_attempt(self, delivery: Delivery, attempt: Attempt, gone: bool) -> None:
+        """Store an attempt and the delivery's new state; `gone` retires its URL."""
+
+    async def deliveries_of(self, task_id: str) -> list[tuple[Delivery, list[Attempt]]]:
+        """A task's deliveries with every attempt."""
+
+    async def redeliver(self, task_id: str, now: float) -> Delivery | None:
+        """Queue the task's final event again under the same id."""
+
+    async def replay_dead(self, api_key_id: str, since: float, now: float) -> int:
+        """Re-queue the key's dead deliveries that died at or after `since`."""

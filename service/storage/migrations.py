@@ -81,6 +81,46 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX assets_sha ON assets(sha256) WHERE sha256 IS NOT NULL",
         "CREATE INDEX tasks_completed ON tasks(completed_at) WHERE completed_at IS NOT NULL",
     ),
+    # 3: signed callbacks to clients: signing secrets, the delivery outbox, attempts, gone URLs
+    (
+        """CREATE TABLE signing_secrets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            api_key_id TEXT NOT NULL REFERENCES api_keys(id),
+            secret TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL
+        )""",
+        "CREATE INDEX signing_secrets_key ON signing_secrets(api_key_id)",
+        """CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            task_id TEXT NOT NULL,
+            api_key_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            url TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            event_at REAL NOT NULL,
+            delivered_at REAL,
+            dead_at REAL,
+            last_error TEXT,
+            UNIQUE (task_id, event_type)
+        )""",
+        "CREATE INDEX deliveries_due ON deliveries(next_attempt_at)"
+        " WHERE next_attempt_at IS NOT NULL",
+        "CREATE INDEX deliveries_dead ON deliveries(api_key_id, status, dead_at)",
+        "CREATE INDEX deliveries_url ON deliveries(url, status)",
+        """CREATE TABLE delivery_attempts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            delivery_id TEXT NOT NULL,
+            attempted_at REAL NOT NULL,
+            status_code INTEGER,
+            latency_ms REAL,
+            error TEXT
+        )""",
+        "CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id, id)",
+        "CREATE TABLE gone_urls (url TEXT PRIMARY KEY, at REAL NOT NULL)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -15,6 +15,7 @@ from service.records import ApiKey, Task
 from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.migrations import LATEST, MIGRATIONS
 from service.storage.sqlite_assets import SQLiteAssets
+from service.storage.sqlite_deliveries import SQLiteDeliveries, enqueue_final_event
 from service.storage.sqlite_writer import GroupCommitWriter, storage_error
 from service.transitions import Decision, apply
 
@@ -48,7 +49,7 @@ async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) ->
     return _task(row) if row is not None else None
 
 
-class SQLiteStorage(SQLiteAssets):
+class SQLiteStorage(SQLiteAssets, SQLiteDeliveries):
     """The `Storage` contract on a SQLite file."""
 
     def __init__(
@@ -284,6 +285,8 @@ class SQLiteStorage(SQLiteAssets):
                     " next_attempt_at) VALUES (?, ?, ?, 'pending', ?)",
                     [(task_id, n, url, 0.0) for n, url in enumerate(decision.copies)],
                 )
+            if decision.changes.get("status") in ("succeeded", "failed"):
+                await enqueue_final_event(conn, task_id, decision.changes.get("updated_at") or 0.0)
             if event is not None:
                 await _insert_event(conn, event, decision)
             return decision, apply(task, decision)

@@ -10,6 +10,7 @@ import aiosqlite
 from service.assets.entries import updated_entry
 from service.errors import StorageUnavailable
 from service.records import Asset
+from service.storage.sqlite_deliveries import enqueue_final_event
 
 _COLUMNS = (
     "task_id", "n", "upstream_url", "status", "attempts", "next_attempt_at", "error", "sha256",
@@ -22,7 +23,7 @@ def _asset(row: Any) -> Asset:
     return Asset(*row)
 
 
-async def _save(conn: aiosqlite.Connection, asset: Asset) -> None:
+async def _save(conn: aiosqlite.Connection, asset: Asset, now: float) -> None:
     """Write the asset row and mirror its state into the task's `results[n]`."""
     values = [getattr(asset, c) for c in _COLUMNS[2:]]
     assignments = ", ".join(f"{c} = ?" for c in _COLUMNS[2:])
@@ -40,6 +41,10 @@ async def _save(conn: aiosqlite.Connection, asset: Asset) -> None:
         await conn.execute(
             "UPDATE tasks SET results = ? WHERE id = ?",
             (json.dumps(results, separators=(",", ":"), ensure_ascii=False), asset.task_id),
+        )
+    if asset.status in ("stored", "failed"):  # maybe the last copy: the client may be told now
+        await enqueue_final_event(
+            conn, asset.task_id, asset.stored_at or asset.next_attempt_at or 0.0
         )
 
 
@@ -74,11 +79,11 @@ class SQLiteAssets:
         result: list[Asset] = await self._write(op)
         return result
 
-    async def save_asset(self, asset: Asset) -> None:
+    async def save_asset(self, asset: Asset, now: float) -> None:
         """Store a job's new state (and its task's results entry) in one transaction."""
 
         async def op(conn: aiosqlite.Connection) -> None:
-            await _save(conn, asset)
+            await _save(conn, asset, now)
 
         await self._write(op)
 
@@ -95,7 +100,9 @@ class SQLiteAssets:
         async with self._conn().execute(sql, (task_id,)) as cur:
             return [_asset(row) for row in await cur.fetchall()]
 
-    async def prune_assets(self, completed_before: float, limit: int) -> tuple[int, list[str]]:
+    async def prune_assets(
+        self, completed_before: float, limit: int, now: float = 0.0
+    ) -> tuple[int, list[str]]:
         """Mark stored copies of tasks completed before the cutoff as pruned.
 
         Returns (copies pruned, sha256 of files no remaining stored copy refers to).
@@ -110,7 +117,7 @@ class SQLiteAssets:
                 old = [_asset(row) for row in await cur.fetchall()]
             for asset in old:
                 asset.status, asset.error = "pruned", "removed after the retention period"
-                await _save(conn, asset)
+                await _save(conn, asset, now)
             orphans = []
             for sha in sorted({a.sha256 for a in old if a.sha256}):
                 check = "SELECT 1 FROM assets WHERE sha256 = ? AND status = 'stored' LIMIT 1"

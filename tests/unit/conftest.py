@@ -228,6 +228,12 @@ class Relay:
 
 
 MakeRelay = Callable[..., Awaitable[Relay]]
+PUBLIC_IP = "93.184.216.34"  # what every test hostname resolves to: public, so URLs pass vetting
+
+
+async def public_resolver(host: str, port: int) -> list[str]:
+    """Resolve any test hostname to one public address (no DNS in unit tests)."""
+    return [PUBLIC_IP]
 
 
 @pytest.fixture(name="clock")
@@ -252,7 +258,12 @@ async def _make_relay(
             nonlocal made
             made += 1
             settings = relay_settings(tmp_path, f"t{made}.db", **changes)
-            seams = Seams(upstream_transport=grsai.transport(), clock=clock, entropy=FakeEntropy())
+            seams = Seams(
+                upstream_transport=grsai.transport(),
+                clock=clock,
+                entropy=FakeEntropy(),
+                resolver=public_resolver,
+            )
             app = create_app(settings, seams=seams, run_workers=run_poller)
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
