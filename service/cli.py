@@ -109,6 +109,9 @@ async def _prune(settings: Settings, older_than_days: float | None) -> int:
                 removed += await store.delete(sha, unused_since=started - 60)
             if count < 500:
                 break
+        for sha in store.hashes():  # files no copy refers to, e.g. skipped by an earlier run
+            if not await storage.hash_in_use(sha):
+                removed += await store.delete(sha, unused_since=started - 60)
     finally:
         await storage.close()
     print(f"retired {pruned} copies of tasks completed over {days:g} days ago")

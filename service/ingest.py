@@ -66,7 +66,7 @@ class CallbackIngestor:
         self._verify_timeout = verify_timeout
         self._mirror = mirror
         self._on_final = on_final
-        self._inflight: dict[str, asyncio.Future[Observation | None]] = {}
+        self._verifying: dict[str, asyncio.Lock] = {}
 
     async def find_task(self, token: str) -> Task:
         """The task a callback token belongs to; 404 with no detail otherwise."""
@@ -89,20 +89,33 @@ class CallbackIngestor:
             await self._reject(task, raw, now, "id does not match this task's upstream id")
             raise BadRequest("id does not belong to this task", code="invalid_payload")
         event = Event(task.id, "callback", now, raw)
-        if obs.terminal and not task.terminal and self._verify:
-            verdict = await self._check(task, obs)
-            if verdict.observation is None:
-                return await self._defer(task, event, verdict.detail, now)
-            event = Event(
-                task.id,
-                "callback",
-                now,
-                raw,
-                outcome=None if verdict.believed else "rejected",
-                detail=verdict.detail,
-            )
-            obs = verdict.observation
-        truth = obs
+        if not (obs.terminal and not task.terminal and self._verify):
+            return await self._apply(task, obs, event, now)
+        # One verification per task at a time: a concurrent terminal callback waits, then finds
+        # the task final (a duplicate) instead of polling GrsAI again.
+        lock = self._verifying.setdefault(task.id, asyncio.Lock())
+        try:
+            async with lock:
+                current = await self._storage.task(task.id)
+                if current is None or current.terminal:
+                    return await self._apply(task, obs, event, now)
+                verdict = await self._check(task, obs)
+                if verdict.observation is None:
+                    return await self._defer(task, event, verdict.detail, now)
+                event = Event(
+                    task.id,
+                    "callback",
+                    now,
+                    raw,
+                    outcome=None if verdict.believed else "rejected",
+                    detail=verdict.detail,
+                )
+                return await self._apply(task, verdict.observation, event, now)
+        finally:
+            if not lock.locked():
+                self._verifying.pop(task.id, None)
+
+    async def _apply(self, task: Task, truth: Observation, event: Event, now: float) -> str:
         result = await self._storage.apply(
             task.id,
             lambda current: with_schedule(
@@ -127,21 +140,11 @@ class CallbackIngestor:
         return Verdict(polled, True, "terminal state confirmed by poll")
 
     async def _poll_once(self, upstream_id: str) -> Observation | None:
-        """Poll once per task at a time: concurrent terminal callbacks share one poll."""
-        pending = self._inflight.get(upstream_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Observation | None] = asyncio.get_running_loop().create_future()
-        self._inflight[upstream_id] = future
-        result = None
+        """Ask GrsAI once; None when it cannot confirm right now."""
         try:
-            result = await self._upstream.poll(upstream_id, within=self._verify_timeout)
+            return await self._upstream.poll(upstream_id, within=self._verify_timeout)
         except UpstreamError:
-            pass  # cannot confirm now; the caller defers to the poller
-        finally:
-            del self._inflight[upstream_id]
-            future.set_result(result)
-        return result
+            return None  # the caller defers to the poller
 
     async def _defer(self, task: Task, event: Event, detail: str, now: float) -> str:
         """Keep the callback, and have the poller confirm the task as soon as possible."""

@@ -112,8 +112,8 @@ class UrlGuard:
         else:
             try:
                 resolved = await self._resolver(host, port)
-            except OSError as exc:
-                raise UrlRefused(f"host {host!r} does not resolve") from exc
+            except (OSError, UnicodeError, ValueError) as exc:  # IDNA errors are UnicodeErrors
+                raise UrlRefused(f"host {host[:80]!r} does not resolve") from exc
             addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolved]
         if not addresses:
             raise UrlRefused(f"host {host!r} does not resolve")

@@ -107,6 +107,11 @@ class Mirror:
             task.add_done_callback(self._done)
         return len(jobs)
 
+    async def wait_idle(self) -> None:
+        """Wait until no copy is running (tests and shutdown)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._wake.set()  # a slot is free: look for more work

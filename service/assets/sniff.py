@@ -80,11 +80,17 @@ def _webp(head: bytes) -> Kind | None:
     return Kind("image/webp", "webp")
 
 
+_STILL_IMAGE_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"}
+
+
 def _iso_media(head: bytes) -> Kind | None:
-    if head[4:8] != b"ftyp":
+    if head[4:8] != b"ftyp" or len(head) < 16:
         return None
-    brand = head[8:12]
-    if brand == b"qt  ":
+    (size,) = struct.unpack(">I", head[:4])
+    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(size, len(head)) - 3, 4)}
+    if brands & _STILL_IMAGE_BRANDS:
+        return None  # AVIF/HEIF stills share MP4's container but are not accepted kinds
+    if head[8:12] == b"qt  ":
         return Kind("video/quicktime", "mov")
     return Kind("video/mp4", "mp4")
 
@@ -102,7 +108,7 @@ def _boxes(f: BinaryIO, start: int, end: int) -> list[tuple[bytes, int, int]]:
     """(type, payload start, payload end) of the ISO boxes between start and end."""
     found: list[tuple[bytes, int, int]] = []
     pos = start
-    while pos + 8 <= end and len(found) < 1024:
+    while pos + 8 <= end and len(found) < 1_000_000:  # boxes are >= 8 bytes: this ends
         f.seek(pos)
         header = f.read(16)
         if len(header) < 8:

@@ -116,6 +116,10 @@ class LocalAssetStore:
             self.path(sha256).parent.rmdir()
         return True
 
+    def hashes(self) -> list[str]:
+        """Every stored file's hash (a full sweep, for pruning)."""
+        return [p.name for p in self.root.glob("??/??/*") if _SHA256.fullmatch(p.name)]
+
     def clear_staging(self) -> int:
         """Remove staged files left by a crash; return how many."""
         removed = 0

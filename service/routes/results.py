@@ -86,12 +86,13 @@ async def result_file(request: Request) -> Response:
     if _etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     if_range = request.headers.get("if-range")
+    wanted = request.headers.get("range")
+    if if_range is not None and if_range.strip() != etag:
+        wanted = None  # RFC 9110 13.1.5: a stale If-Range means "send the whole file"
     try:
-        span = parse_range(request.headers.get("range"), size)
+        span = parse_range(wanted, size)
     except RangeNotSatisfiable:
         return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-    if span is not None and if_range is not None and if_range.strip() != etag:
-        span = None
     start, end = span if span is not None else (0, size - 1)
     headers["Content-Length"] = str(end - start + 1 if size else 0)
     status = 200

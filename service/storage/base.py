@@ -107,6 +107,9 @@ class Storage(Protocol):
     async def assets_of(self, task_id: str) -> list[Asset]:
         """Every copy job of a task, in result order."""
 
+    async def hash_in_use(self, sha256: str) -> bool:
+        """True while some stored copy refers to this file."""
+
     async def prune_assets(
         self, completed_before: float, limit: int, now: float = 0.0
     ) -> tuple[int, list[str]]:

@@ -43,9 +43,7 @@ async def _save(conn: aiosqlite.Connection, asset: Asset, now: float) -> None:
             (json.dumps(results, separators=(",", ":"), ensure_ascii=False), asset.task_id),
         )
     if asset.status in ("stored", "failed"):  # maybe the last copy: the client may be told now
-        await enqueue_final_event(
-            conn, asset.task_id, asset.stored_at or asset.next_attempt_at or 0.0
-        )
+        await enqueue_final_event(conn, asset.task_id, now)
 
 
 class SQLiteAssets:
@@ -99,6 +97,12 @@ class SQLiteAssets:
         sql = f"{_SELECT} WHERE task_id = ? ORDER BY n"
         async with self._conn().execute(sql, (task_id,)) as cur:
             return [_asset(row) for row in await cur.fetchall()]
+
+    async def hash_in_use(self, sha256: str) -> bool:
+        """True while some stored copy refers to this file."""
+        sql = "SELECT 1 FROM assets WHERE sha256 = ? AND status = 'stored' LIMIT 1"
+        async with self._conn().execute(sql, (sha256,)) as cur:
+            return await cur.fetchone() is not None
 
     async def prune_assets(
         self, completed_before: float, limit: int, now: float = 0.0
