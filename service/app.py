@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from service.assets.download import Downloader
 from service.assets.mirror import Mirror
@@ -22,9 +23,13 @@ from service.credentials import Entropy, SystemEntropy
 from service.delivery import Deliverer, DeliveryPolicy, parse_schedule
 from service.errors import exception_handlers
 from service.ingest import CallbackIngestor
+from service.metrics import Metrics
 from service.netguard import Resolver, UrlGuard, parse_networks, system_resolver
+from service.observability import RequestContext
 from service.poller import Poller
+from service.ratelimit import SubmitLimiter
 from service.routes import deliveries, health, results, tasks, webhooks
+from service.routes import metrics as metrics_routes
 from service.schedule import PollPolicy
 from service.settings import Settings
 from service.storage import Storage, open_storage
@@ -79,6 +84,9 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
     rng = seams.rng or random.Random()
     entropy = seams.entropy or SystemEntropy()
     policy = poll_policy(settings)
+    metrics = Metrics()
+    storage.observe_commits(metrics.time_commit)
+    metrics.watch(storage.queue_stats, storage.status_counts, clock.now)
     http = shared_http(settings, seams.upstream_transport)
     upstream = GrsaiClient(
         http,
@@ -87,6 +95,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         connect_retries=settings.upstream_connect_retries,
         retry_delay=settings.upstream_retry_delay,
         rng=rng,
+        metrics=metrics,
     )
     assets = LocalAssetStore(settings.asset_dir)
     resolver = seams.resolver or system_resolver
@@ -104,6 +113,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         lease=settings.asset_timeout + 60.0,
         rng=rng,
         on_settled=lambda: deliverer.kick(),
+        metrics=metrics,
     )
     deliverer = Deliverer(
         storage,
@@ -120,8 +130,15 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         base_url=settings.public_base_url or "",
         tick=settings.delivery_tick,
         rng=rng,
+        metrics=metrics,
     )
     copy = settings.mirror_results
+    limiter = SubmitLimiter(
+        clock,
+        settings.submit_rate_per_minute,
+        settings.submit_max_in_flight,
+        settings.submit_queue_wait,
+    )
 
     def finished() -> None:
         mirror.kick()
@@ -142,6 +159,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
             public_base_url=settings.public_base_url,
             metadata_limit=settings.metadata_max_bytes,
             callback_guard=deliverer.guard,
+            limiter=limiter,
         ),
         ingestor=CallbackIngestor(
             storage,
@@ -169,6 +187,8 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         assets=assets,
         mirror=mirror,
         deliverer=deliverer,
+        metrics=metrics,
+        limiter=limiter,
         clock=clock,
         entropy=entropy,
     )
@@ -207,7 +227,9 @@ def create_app(
             *results.routes,
             *deliveries.routes,
             *webhooks.routes,
+            *metrics_routes.routes,
         ],
+        middleware=[Middleware(RequestContext, metrics=svc.metrics)],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
     )

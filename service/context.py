@@ -14,7 +14,9 @@ from service.clock import Clock
 from service.credentials import Entropy
 from service.delivery import Deliverer
 from service.ingest import CallbackIngestor
+from service.metrics import Metrics
 from service.poller import Poller
+from service.ratelimit import SubmitLimiter
 from service.settings import Settings
 from service.storage import Storage
 from service.submission import Submitter
@@ -35,6 +37,8 @@ class Services:
     assets: LocalAssetStore
     mirror: Mirror
     deliverer: Deliverer
+    metrics: Metrics
+    limiter: SubmitLimiter
     clock: Clock
     entropy: Entropy
 

@@ -26,6 +26,7 @@ import httpx
 
 from service.clock import Clock, rfc3339
 from service.errors import RelayError
+from service.metrics import Metrics
 from service.netguard import UrlGuard, UrlRefused
 from service.records import Attempt, Delivery
 from service.signing import signed_headers
@@ -75,6 +76,7 @@ class Deliverer:
         base_url: str,
         tick: float = 1.0,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._storage = storage
         self._http = http
@@ -84,6 +86,7 @@ class Deliverer:
         self._base_url = base_url
         self._tick = tick
         self._rng = rng or random.Random()
+        self._metrics = metrics
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -203,6 +206,8 @@ class Deliverer:
             refused=error is not None and error.startswith("refused"),
             retry_after=retry_after,
         )
+        if self._metrics is not None:
+            self._metrics.deliveries.labels(delivery.status if error is None else "failed").inc()
         try:
             await self._storage.record_attempt(delivery, attempt, gone=status == 410)
         except RelayError as exc:  # the lease brings it back; at-least-once

@@ -162,6 +162,8 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
 def error_response(exc: RelayError) -> JSONResponse:
     """Render a domain error as its JSON response."""
     headers = {"Retry-After": "1"} if exc.status == 503 else None
+    if "retry_after" in exc.details:
+        headers = {"Retry-After": str(exc.details["retry_after"])}
     return JSONResponse(
         error_body(exc.code, exc.message, **exc.details), status_code=exc.status, headers=headers
     )

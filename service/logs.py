@@ -1,23 +1,39 @@
-"""Logging set-up: callback tokens never reach a log line."""
+"""Logging: one JSON line per event (human-readable text on a terminal), secrets redacted.
+
+Every record carries the request id of the request it belongs to (from `X-Request-ID` or
+generated) and, when known, `task_id` and `upstream_id` (pass them in `extra=`). Callback
+tokens, API keys and signing secrets never reach a log line: paths are redacted and anything
+shaped like a key or secret is masked by the formatter itself.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import sys
+from contextvars import ContextVar
+from typing import Any
 
+from service.clock import rfc3339
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 _TOKEN_PATH = re.compile(r"(/webhooks/grsai/)[^\s/?\"']+")
+_SECRETS = re.compile(r"\b(grk_|whsec_|sk-)[A-Za-z0-9+/=_-]{6,}")
+_FIELDS = ("event", "task_id", "upstream_id", "method", "path", "route", "status", "duration_ms",
+           "outcome", "client")  # fmt: skip
 
 
 def redact(text: str) -> str:
-    """Replace callback tokens in URLs and paths by `***`."""
-    return _TOKEN_PATH.sub(r"\1***", text)
+    """Mask callback tokens in paths, and API keys / signing secrets anywhere."""
+    return _SECRETS.sub(r"\1***", _TOKEN_PATH.sub(r"\1***", text))
 
 
 class RedactSecrets(logging.Filter):
-    """A filter that rewrites records whose text carries a callback token."""
+    """Rewrites records whose text carries a secret; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Redact the formatted message in place; never drop the record."""
+        """Redact the formatted message in place."""
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
@@ -25,11 +41,50 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure(level: str) -> None:
-    """Root logging for the CLI, with the redaction filter on its handlers."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    for handler in logging.getLogger().handlers:  # every propagated record passes these
-        handler.addFilter(RedactSecrets())
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record with its context fields."""
+        line: dict[str, Any] = {
+            "ts": rfc3339(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
+        if request_id:
+            line["request_id"] = request_id
+        for name in _FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = redact(value) if isinstance(value, str) else value
+        if record.exc_info:
+            line["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for a terminal, with the request id when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The usual line, plus `[request_id]`."""
+        text = redact(super().format(record))
+        request_id = REQUEST_ID.get()
+        return f"{text} [{request_id}]" if request_id else text
+
+
+def configure(level: str, fmt: str = "auto") -> None:
+    """Root logging: JSON lines unless on a terminal (or as `fmt` says: json, text)."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    handler.addFilter(RedactSecrets())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True  # requests are logged by our middleware

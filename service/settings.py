@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0)
     body_timeout: float = Field(default=30.0, gt=0)
     log_level: str = "info"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    metrics_token: str | None = None
+    submit_rate_per_minute: float = Field(default=600.0, ge=0)
+    submit_max_in_flight: int = Field(default=32, gt=0)
+    submit_queue_wait: float = Field(default=10.0, gt=0)
+    ready_check_upstream: bool = False
 
     @field_validator("grsai_base_url", "public_base_url")
     @classmethod

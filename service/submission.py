@@ -7,6 +7,7 @@ recovers it; otherwise the poller fails it as `submit_interrupted` after a grace
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -26,6 +27,7 @@ from service.errors import (
     ValidationFailed,
 )
 from service.netguard import UrlGuard, UrlRefused
+from service.ratelimit import SubmitLimiter
 from service.records import ApiKey, Task
 from service.schedule import PollPolicy
 from service.schemas import TaskCreate, parse_task_create
@@ -58,6 +60,7 @@ class Submitter:
         public_base_url: str | None,
         metadata_limit: int,
         callback_guard: UrlGuard | None = None,
+        limiter: SubmitLimiter | None = None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -68,6 +71,7 @@ class Submitter:
         self._public_base_url = public_base_url
         self._metadata_limit = metadata_limit
         self._callback_guard = callback_guard
+        self._limiter = limiter
 
     def _validate(self, body: dict[str, Any]) -> tuple[TaskCreate, str]:
         request = parse_task_create(body, self._metadata_limit)
@@ -140,12 +144,16 @@ class Submitter:
             return self._replay(existing, fingerprint)
         web_hook = f"{self._public_base_url}/webhooks/grsai/{token}" if token else "-1"
         try:
-            upstream_id = await self._upstream.submit(path, {**task.input, "webHook": web_hook})
+            async with self._slot():
+                upstream_id = await self._upstream.submit(path, {**task.input, "webHook": web_hook})
         except UpstreamError as exc:
             await self._record_failure(task, exc)
             exc.details["task_id"] = task.id
             raise
         return await self._record_success(task, upstream_id)
+
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._limiter.upstream_slot() if self._limiter else contextlib.nullcontext()
 
     def _replay(self, existing: Task, fingerprint: str) -> Task:
         if existing.request_hash != fingerprint:

@@ -65,7 +65,7 @@ def decide(task: Task, obs: Observation, now: float, *, mirror: bool = False) ->
         changes: dict[str, Any] = {
             **bind,
             "status": obs.status,
-            "progress": 100 if obs.status == "succeeded" else task.progress,
+            "progress": 100 if obs.status == "succeeded" else max(task.progress, obs.progress or 0),
             "results": result_entries(obs, mirror) if obs.status == "succeeded" else [],
             "failure_reason": obs.failure_reason if obs.status == "failed" else None,
             "error": obs.error,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 
 from service.errors import (
     BadRequest,
+    UpstreamError,
     UpstreamOutcomeUnknown,
     UpstreamProtocolError,
     UpstreamRejected,
@@ -19,6 +21,7 @@ from service.errors import (
     UpstreamUnavailable,
 )
 from service.jsonbody import loads_strict
+from service.metrics import Metrics
 from service.observation import Observation, parse_task_object, unwrap_poll_answer
 
 NOT_FOUND_CODE = -22
@@ -55,6 +58,7 @@ class GrsaiClient:
         retry_delay: float = 0.25,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
@@ -63,6 +67,8 @@ class GrsaiClient:
         self._retry_delay = retry_delay
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._metrics = metrics
+        self._reachability: tuple[float, dict[str, str]] | None = None
 
     async def _post_retrying(self, path: str, body: dict[str, Any]) -> httpx.Response:
         """POST, retrying only failures that prove the request never left."""
@@ -77,6 +83,28 @@ class GrsaiClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(self, path: str, body: dict[str, Any], within: float | None) -> httpx.Response:
+        operation = "poll" if path == "/v1/draw/result" else "submit"
+        started = time.perf_counter()
+        try:
+            response = await self._send(path, body, within)
+        except UpstreamError as exc:
+            self._observe(operation, started, exc.code)
+            raise
+        self._observe(
+            operation,
+            started,
+            None if response.status_code < 400 else f"http_{response.status_code}",
+        )
+        return response
+
+    def _observe(self, operation: str, started: float, error: str | None) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.upstream_seconds.labels(operation).observe(time.perf_counter() - started)
+        if error is not None:
+            self._metrics.upstream_errors.labels(operation, error).inc()
+
+    async def _send(self, path: str, body: dict[str, Any], within: float | None) -> httpx.Response:
         url = self._base_url + path
         extra = {} if within is None else {"timeout": within}
         try:
@@ -130,6 +158,21 @@ class GrsaiClient:
         if not isinstance(task_id, str) or not task_id or len(task_id) > 128:
             raise UpstreamProtocolError("GrsAI accepted the task but sent no usable task id")
         return task_id
+
+    async def reachable(self, now: float, ttl: float = 30.0) -> dict[str, str]:
+        """Whether GrsAI answers (a model-status call), cached for `ttl` seconds."""
+        if self._reachability is not None and now - self._reachability[0] < ttl:
+            return self._reachability[1]
+        url = f"{self._base_url}/client/common/getModelStatus"
+        try:
+            response = await self._http.get(url, params={"model": "nano-banana"}, timeout=5.0)
+            state = {"status": "ok" if response.status_code < 500 else "failing"}
+            if response.status_code >= 500:
+                state["error"] = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            state = {"status": "failing", "error": type(exc).__name__}
+        self._reachability = (now, state)
+        return state
 
     async def poll(self, upstream_id: str, *, within: float | None = None) -> Observation | None:
         """Ask GrsAI for a task's state; None when GrsAI does not know the id (code -22)."""

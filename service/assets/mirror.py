@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from service.assets.download import Downloader, FetchFailed
 from service.clock import Clock
 from service.errors import RelayError
+from service.metrics import Metrics
 from service.records import Asset
 from service.storage import Storage
 
@@ -37,6 +38,7 @@ class Mirror:
         lease: float,
         rng: random.Random | None = None,
         on_settled: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._storage = storage
         self._downloader = downloader
@@ -47,6 +49,7 @@ class Mirror:
         self._lease = lease
         self._rng = rng or random.Random()
         self._on_settled = on_settled
+        self._metrics = metrics
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -137,6 +140,11 @@ class Mirror:
         except RelayError as exc:  # the lease brings the job back
             log.warning("could not record copy of %s/%d: %s", job.task_id, job.n, exc.message)
             return
+        if self._metrics is not None:
+            outcome = "stored" if job.status == "stored" else f"{job.status}_after_error"
+            self._metrics.asset_outcomes.labels(outcome).inc()
+            if job.status == "stored" and job.bytes:
+                self._metrics.asset_bytes.inc(job.bytes)
         if job.status != "pending":
             self._on_settled()
 

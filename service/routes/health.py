@@ -31,6 +31,9 @@ async def readyz(request: Request) -> JSONResponse:
     checks["poller"] = {"status": "ok" if svc.poller.alive else "failing"}
     if svc.settings.mirror_results:
         checks["mirror"] = {"status": "ok" if svc.mirror.alive else "failing"}
+    checks["deliverer"] = {"status": "ok" if svc.deliverer.alive else "failing"}
+    if svc.settings.ready_check_upstream:
+        checks["grsai"] = await svc.upstream.reachable(svc.clock.now())
     ready = all(c["status"] == "ok" for c in checks.values())
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -11,7 +11,13 @@ from starlette.routing import Route
 
 from service.auth import authenticate
 from service.context import services
-from service.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
+from service.errors import (
+    BadRequest,
+    NotFound,
+    RelayError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from service.jsonbody import loads_object, read_body
 from service.records import TASK_STATUSES
 
@@ -23,6 +29,11 @@ async def create_task(request: Request) -> JSONResponse:
     """POST /v1/tasks"""
     key = await authenticate(request)
     svc = services(request)
+    try:
+        svc.limiter.take(key.id)
+    except RelayError:
+        svc.metrics.rate_limited.inc()
+        raise
     content_type = request.headers.get("content-type", "application/json")
     if "json" not in content_type.lower():
         raise UnsupportedMediaType("send the task as application/json")

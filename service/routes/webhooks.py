@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.context import services
+from service.errors import StorageUnavailable
 from service.jsonbody import read_body
 
 ACK = {"code": 0, "msg": "success"}
@@ -15,9 +16,20 @@ ACK = {"code": 0, "msg": "success"}
 async def grsai_callback(request: Request) -> JSONResponse:
     """Authenticate by token, store the raw body with its outcome, then acknowledge."""
     svc = services(request)
-    task = await svc.ingestor.find_task(request.path_params["token"])
-    raw = await read_body(request, svc.settings.webhook_max_body_bytes, svc.settings.body_timeout)
-    await svc.ingestor.receive(task, raw)
+    outcome = "unknown_token"
+    try:
+        task = await svc.ingestor.find_task(request.path_params["token"])
+        outcome = "refused_body"
+        raw = await read_body(
+            request, svc.settings.webhook_max_body_bytes, svc.settings.body_timeout
+        )
+        outcome = "rejected"
+        outcome = await svc.ingestor.receive(task, raw)
+    except StorageUnavailable:
+        outcome = "storage_unavailable"
+        raise
+    finally:
+        svc.metrics.callbacks.labels(outcome).inc()
     return JSONResponse(ACK)
 
 

@@ -49,8 +49,9 @@ class AdminEndpoints:
         ]
 
     async def stats(self, request: Request) -> Response:
-        """`GET /_sim/stats`: submits, tasks, callbacks sent, polls, broken answers, idleness."""
-        return JSONResponse({**self.sim.stats.to_json(), "idle": self.sim.idle})
+        """`GET /_sim/stats`: counters, and how many tasks or callback senders are still busy."""
+        busy = self.sim.busy
+        return JSONResponse({**self.sim.stats.to_json(), "idle": not busy, "busy": busy})
 
     async def all_tasks(self, request: Request) -> Response:
         """`GET /_sim/tasks`: every task's report, oldest first (`?ids=1`: only the ids)."""

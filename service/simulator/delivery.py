@@ -13,6 +13,7 @@ from service.simulator.config import SimulatorConfig
 from service.simulator.state import CallbackRecord, JSONObject, SimTask, Stats
 
 _HEADERS = {"Content-Type": "application/json", "User-Agent": "grsai-simulator/1"}
+MAX_CONNECTIONS = 100
 
 
 class CallbackSender:
@@ -32,6 +33,11 @@ class CallbackSender:
         self._rng = rng
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        # At most as many POSTs as the pool has connections: a request never waits inside
+        # httpx's pool. (httpcore 1.0 can leak a pool slot for good when a pool-wait times
+        # out just as a new connection is assigned to it, which a slow receiver and a busy
+        # event loop make likely; the leaked slots add up until every POST is a PoolTimeout.)
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
     def _http(self) -> httpx.AsyncClient:
         # Made on first use, inside the running loop, so apps that never call back need none.
@@ -39,7 +45,7 @@ class CallbackSender:
             self._client = httpx.AsyncClient(
                 transport=self._transport,
                 timeout=httpx.Timeout(self._config.callback_timeout),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
                 follow_redirects=False,
             )
         return self._client
@@ -88,16 +94,19 @@ class CallbackSender:
         # Serialised once, here, so the admin report can show the exact bytes each POST carried.
         raw = json.dumps(body, separators=(",", ":")).encode()
         for attempt in range(retries + 1):
-            record = CallbackRecord(body=body, raw=raw, time=self._clock.now(), attempt=attempt + 1)
-            task.callbacks.append(record)
-            self._stats.callbacks_sent += 1
-            try:
-                response = await self._http().post(task.webhook, content=raw, headers=_HEADERS)
-            except httpx.HTTPError as exc:
-                record.error = f"{type(exc).__name__}: {exc}"
-            else:
-                record.status = response.status_code
-                if response.is_success:
-                    return
+            async with self._slots:
+                record = CallbackRecord(body, raw, self._clock.now(), attempt=attempt + 1)
+                task.callbacks.append(record)
+                self._stats.callbacks_sent += 1
+                try:
+                    response = await self._http().post(task.webhook, content=raw, headers=_HEADERS)
+                except httpx.HTTPError as exc:
+                    record.error = f"{type(exc).__name__}: {exc}"
+                else:
+                    record.status = response.status_code
+                finally:
+                    record.seconds = self._clock.now() - record.time
+            if record.status is not None and 200 <= record.status < 300:
+                return
             if attempt < retries:
                 await asyncio.sleep(self._config.callback_backoff * 2**attempt)

@@ -221,6 +221,11 @@ class Simulator:
         """Whether no task is running and no callback is pending."""
         return not self._background
 
+    @property
+    def busy(self) -> int:
+        """How many task lifecycles and callback senders are still at work."""
+        return len(self._background)
+
     async def wait_idle(self) -> None:
         """Wait until every task has finished and every callback has been sent."""
         while self._background:

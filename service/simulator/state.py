@@ -35,6 +35,7 @@ class CallbackRecord:
     attempt: int
     status: int | None = None  # the receiver's HTTP status; None when it could not be reached
     error: str | None = None
+    seconds: float | None = None  # how long the receiver took to answer (or to fail)
 
     def to_json(self) -> JSONObject:
         """A JSON-ready view for the admin endpoints."""
@@ -45,6 +46,7 @@ class CallbackRecord:
             "attempt": self.attempt,
             "status": self.status,
             "error": self.error,
+            "seconds": self.seconds,
         }
 
 

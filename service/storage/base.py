@@ -37,6 +37,9 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Finish pending writes and disconnect."""
 
+    def observe_commits(self, callback: Callable[[float, int], None]) -> None:
+        """Have `callback(started, batch_size)` called after every commit (metrics)."""
+
     async def ping(self) -> None:
         """Raise `StorageUnavailable` unless the database answers a read and accepts a write."""
 
@@ -106,6 +109,12 @@ class Storage(Protocol):
 
     async def assets_of(self, task_id: str) -> list[Asset]:
         """Every copy job of a task, in result order."""
+
+    async def queue_stats(self, now: float) -> dict[str, tuple[int, float]]:
+        """Per queue (poll, assets, deliveries): jobs due now and the oldest one's age."""
+
+    async def status_counts(self) -> dict[str, int]:
+        """Tasks by status."""
 
     async def hash_in_use(self, sha256: str) -> bool:
         """True while some stored copy refers to this file."""

@@ -16,6 +16,7 @@ from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.migrations import LATEST, MIGRATIONS
 from service.storage.sqlite_assets import SQLiteAssets
 from service.storage.sqlite_deliveries import SQLiteDeliveries, enqueue_final_event
+from service.storage.sqlite_stats import SQLiteStats
 from service.storage.sqlite_writer import GroupCommitWriter, storage_error
 from service.transitions import Decision, apply
 
@@ -49,7 +50,7 @@ async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) ->
     return _task(row) if row is not None else None
 
 
-class SQLiteStorage(SQLiteAssets, SQLiteDeliveries):
+class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats):
     """The `Storage` contract on a SQLite file."""
 
     def __init__(
@@ -67,6 +68,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries):
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
+        self._on_commit: Callable[[float, int], None] | None = None
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -89,7 +91,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries):
         except sqlite3.Error as exc:
             await self.close()
             raise storage_error(exc) from exc
-        self._writer = GroupCommitWriter(conn, self._batch_max)
+        self._writer = GroupCommitWriter(conn, self._batch_max, self._on_commit)
         self._writer.start()
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
@@ -120,6 +122,12 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries):
             if conn is not None:
                 await conn.close()
         self._reader = self._writer_conn = None
+
+    def observe_commits(self, callback: Callable[[float, int], None]) -> None:
+        """Call `callback(started, batch_size)` after every group commit (metrics)."""
+        self._on_commit = callback
+        if self._writer is not None:
+            self._writer.on_commit = callback
 
     async def _write(self, op: Callable[[aiosqlite.Connection], Any]) -> Any:
         if self._writer is None:

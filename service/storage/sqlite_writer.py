@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -29,8 +30,14 @@ def storage_error(exc: sqlite3.Error) -> StorageUnavailable:
 class GroupCommitWriter:
     """Serialises writes on one connection and commits them in batches."""
 
-    def __init__(self, conn: aiosqlite.Connection, batch_max: int) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        batch_max: int,
+        on_commit: Callable[[float, int], None] | None = None,
+    ) -> None:
         self._conn = conn
+        self.on_commit = on_commit
         self._batch_max = batch_max
         self._queue: asyncio.Queue[tuple[WriteOp, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -63,8 +70,11 @@ class GroupCommitWriter:
             batch = [await self._queue.get()]
             while len(batch) < self._batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            started = time.perf_counter()
             try:
                 await self._commit(batch)
+                if self.on_commit is not None:
+                    self.on_commit(started, len(batch))
             finally:
                 for _ in batch:
                     self._queue.task_done()

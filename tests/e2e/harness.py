@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -79,6 +84,31 @@ class SimulatorServer:
             self.server.should_exit = True
             self.thread.join(timeout=10)
 
+    async def stats(self, client: httpx.AsyncClient) -> dict[str, Any]:
+        """`GET /_sim/stats`."""
+        stats: dict[str, Any] = (await client.get(f"{self.url}/_sim/stats")).json()
+        return stats
+
+    async def reports(self, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+        """Every task's admin report (truth, faults, callbacks with receiver status)."""
+        response = await client.get(f"{self.url}/_sim/tasks", timeout=60)
+        reports: list[dict[str, Any]] = response.json()["tasks"]
+        return reports
+
+    async def task_ids(self, client: httpx.AsyncClient) -> list[str]:
+        """The ids of every task the simulator holds, oldest first."""
+        ids: list[str] = (await client.get(f"{self.url}/_sim/tasks?ids=1")).json()["ids"]
+        return ids
+
+    async def wait_idle(self, client: httpx.AsyncClient, within: float = 30.0) -> None:
+        """Wait until no task runs and no callback is pending (the callback log is final)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not (stats := await self.stats(client))["idle"]:
+            if loop.time() > deadline:
+                raise AssertionError(f"simulator still busy after {within} s: {stats}")
+            await asyncio.sleep(0.05)
+
 
 @dataclass
 class RelayProcess:
@@ -115,7 +145,7 @@ class RelayProcess:
 
     def create_key(self, name: str) -> str:
         """A new client API key."""
-        return self.cli("keys", "create", "--name", name).strip()
+        return self.cli("keys", "create", "--name", name).splitlines()[0]
 
     def start(self) -> RelayProcess:
         """Start `serve` and wait for /healthz."""
@@ -149,6 +179,47 @@ class RelayProcess:
         """Everything the process printed."""
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def restart(self) -> RelayProcess:
+        """SIGKILL the running process (if any), then start a new one: same port, env, database."""
+        self.kill()
+        return self.start()
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file this relay uses."""
+        return Path(self.env["DATABASE_URL"].removeprefix("sqlite:///"))
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only query against the relay's SQLite file (it may be running)."""
+        uri = f"file:{self.db_path}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+            rows: list[tuple[Any, ...]] = db.execute(sql, params).fetchall()
+        return rows
+
+
+def truth_urls(task: dict[str, Any]) -> list[str]:
+    """Result URLs of a simulator task object (results list, else top-level url)."""
+    urls = [r["url"] for r in task.get("results") or [] if r.get("url")]
+    return urls or ([task["url"]] if task.get("url") else [])
+
+
+def relay_upstream_urls(results: list[dict[str, Any]]) -> list[str]:
+    """GrsAI's URLs in a relay task's `results` (`upstream_url` once the relay copies files)."""
+    return [r.get("upstream_url") or r["url"] for r in results]
+
+
+def truth_outcome(task: dict[str, Any]) -> tuple[str, str | None]:
+    """The (status, failure_reason) a relay must end with for a terminal simulator task."""
+    if task["status"] == "succeeded":
+        return "succeeded", None
+    reason = task.get("failure_reason") or task.get("fail_reason")
+    return "failed", reason or ("violation" if task["status"] == "violation" else "error")
+
+
+def webhook_token_hash(webhook: str) -> bytes:
+    """What the relay stores for the callback token at the end of a webHook URL."""
+    return hashlib.sha256(webhook.rsplit("/", 1)[1].encode()).digest()
+
 
 def relay_env(
     db_path: Path, simulator_url: str, *, public: bool, port: int, **extra: str
@@ -164,6 +235,13 @@ def relay_env(
         "CALLBACK_SILENCE": "1.0",
         "NOT_FOUND_GRACE": "2.0",
         "LOG_LEVEL": "warning",
+        "ASSET_DIR": str(db_path.parent / "assets"),
+        "ASSET_TICK": "0.05",
+        "ASSET_RETRY_DELAYS": "0.2,0.5,1",
+        "FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
+        "DELIVERY_ALLOW_NETWORKS": "127.0.0.0/8",
+        "DELIVERY_TICK": "0.05",
+        "SUBMIT_RATE_PER_MINUTE": "0",
     }
     if public:
         env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"

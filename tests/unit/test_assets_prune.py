@@ -132,7 +132,7 @@ def _cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/t.db")
     monkeypatch.setenv("ASSET_DIR", str(tmp_path / "assets"))
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)  # keep test logging as is
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)  # keep test logging as is
 
 
 @pytest.mark.usefixtures("cli_env")

@@ -781,6 +781,7 @@ async def test_readyz_ready_with_poller(make_relay: MakeRelay) -> None:
             "settings": {"status": "ok", "mode": "callback"},
             "poller": {"status": "ok"},
             "mirror": {"status": "ok"},
+            "deliverer": {"status": "ok"},
         },
     }
 

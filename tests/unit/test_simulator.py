@@ -40,6 +40,7 @@ class Receiver:
 
     answers: list[int | None] = field(default_factory=list)  # None: refuse the connection
     bodies: list[JSON] = field(default_factory=list)
+    raws: list[bytes] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     status_at_receipt: list[str] = field(default_factory=list)
     sim: Simulator | None = None
@@ -51,6 +52,7 @@ class Receiver:
             raise httpx.ConnectError("refused", request=request)
         body: JSON = json.loads(request.content)
         self.bodies.append(body)
+        self.raws.append(request.content)
         self.times.append(time.monotonic())
         if self.sim is not None:
             self.status_at_receipt.append(self.sim.tasks[body["id"]].status)
@@ -430,7 +432,16 @@ async def test_stats_count_submits_tasks_callbacks_and_polls(h: Harness) -> None
     await h.sim.wait_idle()
     await h.poll("1-nothing")
     stats = (await h.client.get("/_sim/stats")).json()
-    assert stats == {"submits": 2, "tasks": 1, "callbacks_sent": 1, "polls": 1}
+    assert stats == {
+        "submits": 2,
+        "tasks": 1,
+        "callbacks_sent": 1,
+        "polls": 1,
+        "poll_faults": 0,
+        "submit_faults": 0,
+        "idle": True,
+        "busy": 0,
+    }
 
 
 async def test_admin_report_shows_callbacks_with_receiver_status(h: Harness) -> None:

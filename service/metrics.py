@@ -1,0 +1,124 @@
+"""Prometheus metrics, in a registry owned by the app (no import-time globals)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+QueueProbe = Callable[[float], Awaitable[dict[str, tuple[int, float]]]]
+StatusProbe = Callable[[], Awaitable[dict[str, int]]]
+
+
+class Metrics:
+    """Every metric grsai-relay exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._database: _DatabaseCollector | None = None
+        r = self.registry
+        self.requests = Counter(
+            "grsai_relay_http_requests", "HTTP requests", ["route", "method", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "grsai_relay_http_request_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.callbacks = Counter(
+            "grsai_relay_callbacks", "GrsAI callbacks by outcome", ["outcome"], registry=r
+        )
+        self.upstream_seconds = Histogram(
+            "grsai_relay_upstream_seconds",
+            "Latency of calls to GrsAI",
+            ["operation"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "grsai_relay_upstream_errors",
+            "Failed calls to GrsAI by kind",
+            ["operation", "kind"],
+            registry=r,
+        )
+        self.asset_bytes = Counter(
+            "grsai_relay_asset_download_bytes", "Bytes of result files stored", registry=r
+        )
+        self.asset_outcomes = Counter(
+            "grsai_relay_asset_downloads", "Result file copies by outcome", ["outcome"], registry=r
+        )
+        self.deliveries = Counter(
+            "grsai_relay_deliveries", "Client callback attempts by outcome", ["outcome"], registry=r
+        )
+        self.db_write_seconds = Histogram(
+            "grsai_relay_db_commit_seconds",
+            "Duration of one group commit",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.db_batch = Histogram(
+            "grsai_relay_db_commit_batch",
+            "Writes per group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "grsai_relay_rate_limited", "Submissions refused by the rate limit", registry=r
+        )
+        self.workers_alive = Gauge(
+            "grsai_relay_worker_alive", "1 while a background worker runs", ["worker"], registry=r
+        )
+
+    def watch(self, queues: QueueProbe, statuses: StatusProbe, now: Callable[[], float]) -> None:
+        """Add gauges read from the database at scrape time (queue depth and age, task counts)."""
+        self._database = _DatabaseCollector(queues, statuses, now)
+        self.registry.register(self._database)
+
+    async def refresh(self) -> None:
+        """Run the scrape-time database queries (before rendering /metrics)."""
+        if self._database is not None:
+            await self._database.refresh()
+
+    def time_commit(self, started: float, batch: int) -> None:
+        """Record one group commit."""
+        self.db_write_seconds.observe(time.perf_counter() - started)
+        self.db_batch.observe(batch)
+
+
+class _DatabaseCollector(Collector):
+    """Gauges computed by queries when Prometheus scrapes (cached for the scrape only)."""
+
+    def __init__(self, queues: QueueProbe, statuses: StatusProbe, now: Callable[[], float]) -> None:
+        self._queues = queues
+        self._statuses = statuses
+        self._now = now
+        self.snapshot: tuple[dict[str, tuple[int, float]], dict[str, int]] = ({}, {})
+
+    async def refresh(self) -> None:
+        """Query the database (called by the /metrics route before rendering)."""
+        self.snapshot = (await self._queues(self._now()), await self._statuses())
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the gauges from the last refresh."""
+        queues, statuses = self.snapshot
+        depth = GaugeMetricFamily("grsai_relay_queue_due", "Jobs due now", labels=["queue"])
+        age = GaugeMetricFamily(
+            "grsai_relay_queue_oldest_seconds", "Age of the oldest due job", labels=["queue"]
+        )
+        for name, (count, oldest) in sorted(queues.items()):
+            depth.add_metric([name], count)
+            age.add_metric([name], oldest)
+        tasks = GaugeMetricFamily("grsai_relay_tasks", "Tasks by status", labels=["status"])
+        for status, count in sorted(statuses.items()):
+            tasks.add_metric([status], count)
+        yield depth
+        yield age
+        yield tasks
