@@ -8,7 +8,7 @@ import hashlib
 import logging
 import random
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,14 @@ from service.simulator.faults import (
     parse_directives,
     roll_faults,
 )
-from service.simulator.media import colour_for, image_size, mp4_bytes, png_bytes
+from service.simulator.media import (
+    big_mp4,
+    colour_for,
+    corrupted,
+    image_size,
+    mp4_bytes,
+    png_bytes,
+)
 from service.simulator.render import task_object
 from service.simulator.state import Mode, ResultFile, SimTask, Stats
 
@@ -38,6 +45,17 @@ FAILURE_TEXT = {
     "error": "Generation failed because of an internal error. Please try again.",
 }
 VIOLATION_TEXT = "The request violates the content policy."
+
+
+@dataclass(frozen=True)
+class FileAnswer:
+    """What one download of a result file gets: bytes (or a stream of `size` bytes)."""
+
+    content: bytes
+    media_type: str
+    truncate: bool = False  # promise the full length, send half, drop the connection
+    size: int | None = None
+    stream: AsyncIterator[bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,8 +201,8 @@ class Simulator:
             raise TaskNotFound
         return task
 
-    def file(self, task_id: str, name: str) -> tuple[bytes, str] | None:
-        """The bytes and Content-Type of a result file, or None if absent or expired."""
+    def file(self, task_id: str, name: str) -> FileAnswer | None:
+        """A result file as this fetch should get it (faults applied), or None if absent/expired."""
         task = self.tasks.get(task_id)
         index, _, ext = name.partition(".")
         if task is None or task.status != "succeeded" or task.ended_at is None:
@@ -193,10 +211,20 @@ class Simulator:
             return None
         if self.clock.now() >= task.ended_at + self.config.url_ttl:
             return None
-        media, f = task.model.media, task.files[int(index)]
+        n = int(index)
+        fetch = task.downloads.get(n, 0)
+        task.downloads[n] = fetch + 1
+        media, f, label = task.model.media, task.files[n], f"{task_id}/{index}"
+        if media is not Media.PNG and task.faults.videomb > 0:
+            size, stream = big_mp4(label, int(task.faults.videomb * 1024 * 1024))
+            return FileAnswer(b"", media.content_type, size=size, stream=stream)
         if media is Media.PNG:
-            return png_bytes(f.width, f.height, colour_for(f"{task_id}/{index}")), "image/png"
-        return mp4_bytes(f"{task_id}/{index}"), media.content_type
+            data = png_bytes(f.width, f.height, colour_for(label))
+        else:
+            data = mp4_bytes(label)
+        if fetch < task.faults.corrupt:
+            data = corrupted(data)
+        return FileAnswer(data, media.content_type, truncate=fetch < task.faults.truncate)
 
     def hurry(self, task_id: str) -> SimTask:
         """Make a task skip its remaining waits and finish now."""

@@ -32,6 +32,11 @@ Directives (several may appear anywhere in the prompt; names are case-insensitiv
                                                     the same as application/json, or bare
                                                     JSON lines without `data: `
     unwrapped                                       polls answer the bare task object
+    corrupt=N                                       the first N downloads of each result
+                                                    file have flipped bytes (same length)
+    truncate=N                                      the first N downloads of each result
+                                                    file stop halfway (full Content-Length)
+    videomb=MB                                      video results are valid MP4s of MB MiB
 
 An unknown name or a bad value is answered as a submit error, so typos do not pass silently.
 
@@ -98,6 +103,9 @@ class Faults:
     poll_fault: PollFault | None = None
     stream: StreamStyle = "sse"
     unwrapped: bool = False
+    corrupt: int = 0
+    truncate: int = 0
+    videomb: float = 0.0
     directives: tuple[str, ...] = ()  # as written in the prompt, e.g. "fail=error"
     rolled: tuple[str, ...] = ()  # faults chosen by the global rates
 
@@ -139,6 +147,19 @@ def _http(name: str, value: str | None) -> int:
     if not 400 <= status <= 599:
         raise DirectiveError("[sim:http=STATUS] takes a known HTTP status from 400 to 599")
     return status
+
+
+def _count(name: str, value: str | None) -> int:
+    if value is None or not value.isdigit() or int(value) > 1000:
+        raise DirectiveError(f"[sim:{name}=N] takes a count from 0 to 1000")
+    return int(value)
+
+
+def _megabytes(name: str, value: str | None) -> float:
+    size = _seconds(name, value)
+    if size > 2048:
+        raise DirectiveError(f"[sim:{name}=MB] takes at most 2048 MiB")
+    return size
 
 
 def _drop(name: str, value: str | None) -> DropMode:
@@ -190,6 +211,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str | None], Any]]] = {
     "pollfault": ("poll_fault", _poll_fault),
     "stream": ("stream", _stream),
     "unwrapped": ("unwrapped", _flag),
+    "corrupt": ("corrupt", _count),
+    "truncate": ("truncate", _count),
+    "videomb": ("videomb", _megabytes),
 }
 
 

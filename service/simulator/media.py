@@ -6,6 +6,7 @@ import hashlib
 import re
 import struct
 import zlib
+from collections.abc import AsyncIterator
 
 DEFAULT_SIZE = (64, 48)
 _MAX_SIDE = 64
@@ -53,3 +54,33 @@ def mp4_bytes(label: str) -> bytes:
     """A small placeholder MP4: a valid `ftyp` box, then a `free` box naming the task."""
     ftyp = _box(b"ftyp", b"mp42" + struct.pack(">I", 0) + b"mp42isom")
     return ftyp + _box(b"free", f"grsai-simulator {label}".encode())
+
+
+_CHUNK = 1 << 20
+
+
+def big_mp4(label: str, size: int) -> tuple[int, AsyncIterator[bytes]]:
+    """A valid MP4 of about `size` bytes (ftyp, a large mdat of filler, a moov with a 64x36
+    video track header), streamed in 1 MiB chunks so nothing large is held in memory."""
+    ftyp = _box(b"ftyp", b"isom" + struct.pack(">I", 0) + b"isommp42")
+    tkhd = _box(b"tkhd", bytes(76) + struct.pack(">II", 64 << 16, 36 << 16))
+    moov = _box(b"moov", _box(b"trak", tkhd))
+    payload = max(0, size - len(ftyp) - len(moov) - 8)
+    header = ftyp + struct.pack(">I", payload + 8) + b"mdat"
+    filler = (hashlib.sha256(label.encode()).digest() * (_CHUNK // 32 + 1))[:_CHUNK]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield header
+        left = payload
+        while left > 0:
+            yield filler[: min(left, _CHUNK)]
+            left -= min(left, _CHUNK)
+        yield moov
+
+    return len(header) + payload + len(moov), chunks()
+
+
+def corrupted(data: bytes) -> bytes:
+    """The same length with bytes flipped in the middle (a PNG then fails its CRC)."""
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 4]) + data[middle + 4 :]

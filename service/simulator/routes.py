@@ -17,7 +17,7 @@ from service.simulator.errors import BadRequest, InjectedHTTPError, TaskNotFound
 from service.simulator.faults import StreamStyle
 from service.simulator.render import envelope, task_object
 from service.simulator.state import JSONObject, Mode
-from service.simulator.wire import WireFault, broken_answer
+from service.simulator.wire import ConnectionDropped, WireFault, broken_answer
 
 POLL_MODE = "-1"
 # Broken submit answers that still create the task (the break happens after GrsAI accepted it).
@@ -179,8 +179,16 @@ class GrsaiEndpoints:
         found = self.sim.file(request.path_params["task_id"], request.path_params["name"])
         if found is None:
             return Response("not found", status_code=404, media_type="text/plain")
-        content, media_type = found
-        return Response(content, media_type=media_type)
+        if found.stream is not None:
+            headers = {"Content-Length": str(found.size)}
+            return StreamingResponse(found.stream, media_type=found.media_type, headers=headers)
+        if found.truncate:
+            return StreamingResponse(
+                _half_then_drop(found.content),
+                media_type=found.media_type,
+                headers={"Content-Length": str(len(found.content))},
+            )
+        return Response(found.content, media_type=found.media_type)
 
     async def credits(self, request: Request) -> Response:
         """`POST /client/openapi/getAPIKeyCredits` with `{"apiKey": ...}`."""
@@ -197,3 +205,9 @@ class GrsaiEndpoints:
         if find_model(name) is None:
             return JSONResponse(envelope({"status": False, "error": "model not found"}))
         return JSONResponse(envelope({"status": True, "error": ""}))
+
+
+async def _half_then_drop(content: bytes) -> AsyncIterator[bytes]:
+    """Half the promised body, then a dropped connection (the client sees a truncated file)."""
+    yield content[: len(content) // 2]
+    raise ConnectionDropped

@@ -75,6 +75,7 @@ class SimTask:
     stream: asyncio.Queue[JSONObject | None] | None = None
     outbox: asyncio.Queue[JSONObject | None] | None = None
     hurry: asyncio.Event = field(default_factory=asyncio.Event)
+    downloads: dict[int, int] = field(default_factory=dict)  # result index -> fetches so far
 
     @property
     def done(self) -> bool:
