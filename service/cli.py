@@ -1,20 +1,28 @@
-"""The `grsai-relay` command: serve, simulator, keys, db."""
+"""The `grsai-relay` command: serve, simulator, keys, tasks, assets, purge, db."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import re
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from service.clock import SystemClock, rfc3339
 from service.credentials import SystemEntropy, hash_secret, new_api_key
 from service.logs import configure as configure_logging
-from service.records import ApiKey
+from service.records import TASK_STATUSES, ApiKey
 from service.settings import Settings
 from service.signing import new_secret
 from service.simulator import SimulatorConfig, run_simulator
-from service.storage import Storage, open_storage
+from service.storage import Storage, open_storage, sqlite_path
+
+if TYPE_CHECKING:
+    from service.assets.store import LocalAssetStore
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 async def _with_storage(settings: Settings) -> Storage:
@@ -109,13 +117,132 @@ async def _prune(settings: Settings, older_than_days: float | None) -> int:
                 removed += await store.delete(sha, unused_since=started - 60)
             if count < 500:
                 break
-        for sha in store.hashes():  # files no copy refers to, e.g. skipped by an earlier run
-            if not await storage.hash_in_use(sha):
-                removed += await store.delete(sha, unused_since=started - 60)
+        removed += await _sweep(store, storage, started)
     finally:
         await storage.close()
     print(f"retired {pruned} copies of tasks completed over {days:g} days ago")
     print(f"removed {removed} files no remaining task refers to")
+    return 0
+
+
+async def _sweep(store: LocalAssetStore, storage: Storage, started: float) -> int:
+    """Delete files no stored copy refers to, e.g. skipped by an earlier run; return how many."""
+    removed = 0
+    for sha in store.hashes():
+        if not await storage.hash_in_use(sha):
+            removed += await store.delete(sha, unused_since=started - 60)
+    return removed
+
+
+def duration(text: str) -> float:
+    """Seconds in `30d`, `12h`, `90m`, `45s` or a plain number of seconds."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip().lower())
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (e.g. 30d, 12h, 90m, or seconds)"
+        )
+    return float(found[1]) * _UNITS[found[2] or "s"]
+
+
+def _key_id(keys: Sequence[ApiKey], wanted: str) -> str | None:
+    wanted = wanted.rstrip("…")  # as `keys list` shows prefixes
+    return next((k.id for k in keys if wanted in (k.id, k.prefix)), None)
+
+
+async def _tasks(settings: Settings, ns: argparse.Namespace) -> int:
+    from service.routes.deliveries import delivery_json
+
+    storage = await _with_storage(settings)
+    try:
+        if ns.tasks_command == "list":
+            key_id = None
+            if ns.key is not None:
+                key_id = _key_id(await storage.list_api_keys(), ns.key)
+                if key_id is None:
+                    print(f"no key with id or prefix {ns.key!r}", file=sys.stderr)
+                    return 1
+            found = await storage.list_all_tasks(
+                status=ns.status, model=ns.model, api_key_id=key_id, limit=ns.limit
+            )
+            for t in found:
+                created = rfc3339(t.created_at)
+                print(f"{t.id}\t{t.status}\t{t.progress}%\t{t.model}\t{created}\t{t.api_key_id}")
+            return 0
+        task = await storage.task(ns.task_id)
+        if task is None:
+            print(f"no task with id {ns.task_id!r}", file=sys.stderr)
+            return 1
+        shown: dict[str, Any] = task.to_json(settings.public_base_url or "")
+        shown["events"] = [
+            {
+                "source": e.source,
+                "outcome": e.outcome,
+                "detail": e.detail,
+                "received_at": rfc3339(e.received_at),
+                "body_bytes": len(e.body),
+            }
+            for e in await storage.events(task.id)
+        ]
+        shown["deliveries"] = [delivery_json(d, a) for d, a in await storage.deliveries_of(task.id)]
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return 0
+    finally:
+        await storage.close()
+
+
+async def _purge(settings: Settings, older_than: float, dry_run: bool, batch: int) -> int:
+    from service.assets.store import LocalAssetStore
+
+    started = SystemClock().now()
+    cutoff = started - older_than
+    store = LocalAssetStore(settings.asset_dir)
+    storage = await _with_storage(settings)
+    try:
+        if dry_run:
+            counts = await storage.purge_counts(cutoff)
+            removed = 0
+            for sha in store.hashes():
+                if not await storage.hash_in_use_after_purge(sha, cutoff):
+                    removed += _unused_since(store, sha, started - 60)
+        else:
+            counts = await storage.purge_tasks(cutoff, batch)
+            counts["held"] = (await storage.purge_counts(cutoff))["held"]
+            removed = await _sweep(store, storage, started)
+    finally:
+        await storage.close()
+    verb = "would delete" if dry_run else "deleted"
+    print(
+        f"{verb} {counts['tasks']} tasks completed before {rfc3339(cutoff)}"
+        f" with {counts['events']} events, {counts['assets']} asset records,"
+        f" {counts['deliveries']} deliveries and {counts['delivery_attempts']} delivery attempts"
+    )
+    if counts["held"]:
+        print(f"kept {counts['held']} tasks still copying results or delivering callbacks")
+    print(f"{'would remove' if dry_run else 'removed'} {removed} files no remaining task refers to")
+    return 0
+
+
+def _unused_since(store: LocalAssetStore, sha: str, since: float) -> bool:
+    """What `store.delete(sha, unused_since=since)` would do, without doing it."""
+    try:
+        return store.path(sha).stat().st_mtime < since
+    except FileNotFoundError:
+        return False
+
+
+def _backup(settings: Settings, path: str) -> int:
+    from service.storage.sqlite_ops import BackupError, backup_database
+
+    try:
+        source = sqlite_path(settings.database_url)
+        made = backup_database(source, path)
+    except (ValueError, BackupError) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {source} to {made.path}: {made.bytes} bytes,"
+        f" schema version {made.schema_version}, integrity ok"
+    )
     return 0
 
 
@@ -165,16 +292,39 @@ def parser() -> argparse.ArgumentParser:
     rotate = keys_sub.add_parser("rotate-secret", help="new webhook signing secret for a key")
     rotate.add_argument("key_id")
     rotate.add_argument("--grace-hours", type=float, default=None)
+    tasks = sub.add_parser("tasks", help="inspect tasks of every key")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
+    tasks_sub.add_parser(
+        "show", help="a task with its events and deliveries, as JSON"
+    ).add_argument("task_id")
+    listing = tasks_sub.add_parser("list", help="tasks newest first, one a line")
+    listing.add_argument("--status", choices=TASK_STATUSES, default=None)
+    listing.add_argument("--model", default=None)
+    listing.add_argument("--key", default=None, help="only this key's (id or prefix)")
+    listing.add_argument("--limit", type=_positive, default=50)
     assets = sub.add_parser("assets", help="stored result files")
     prune = assets.add_subparsers(dest="assets_command", required=True).add_parser(
         "prune", help="remove copies of tasks older than ASSET_RETENTION_DAYS"
     )
     prune.add_argument("--older-than-days", type=float, default=None)
-    db = sub.add_parser("db", help="database maintenance")
-    db.add_subparsers(dest="db_command", required=True).add_parser(
-        "migrate", help="apply pending migrations"
+    purge = sub.add_parser("purge", help="delete old finished tasks and everything about them")
+    purge.add_argument(
+        "--older-than", type=duration, required=True, help="completed this long ago: 30d, 12h, 90m"
     )
+    purge.add_argument("--dry-run", action="store_true", help="only print what would go")
+    purge.add_argument("--batch", type=_positive, default=500, help="tasks per transaction")
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("migrate", help="apply pending migrations")
+    db_sub.add_parser("backup", help="consistent copy of the live database").add_argument("path")
     return top
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,13 +334,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_simulator(ns.host, ns.port, SimulatorConfig.from_cli(ns))
         return 0
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if ns.command == "serve":
         return _serve(settings, ns.host or settings.host, ns.port or settings.port)
     if ns.command == "keys":
         return asyncio.run(_keys(settings, ns))
+    if ns.command == "tasks":
+        return asyncio.run(_tasks(settings, ns))
     if ns.command == "assets":
         return asyncio.run(_prune(settings, ns.older_than_days))
+    if ns.command == "purge":
+        return asyncio.run(_purge(settings, ns.older_than, ns.dry_run, ns.batch))
+    if ns.db_command == "backup":
+        return _backup(settings, ns.path)
     return asyncio.run(_migrate(settings))
 
 

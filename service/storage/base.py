@@ -116,6 +116,25 @@ class Storage(Protocol):
     async def status_counts(self) -> dict[str, int]:
         """Tasks by status."""
 
+    async def list_all_tasks(
+        self,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        api_key_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Task]:
+        """Tasks of every key (or only `api_key_id`'s), newest first."""
+
+    async def purge_counts(self, completed_before: float) -> dict[str, int]:
+        """What `purge_tasks` would delete now, per table, and `held`: old tasks still busy."""
+
+    async def purge_tasks(self, completed_before: float, batch: int) -> dict[str, int]:
+        """Delete idle terminal tasks completed before the cutoff and their rows, in batches."""
+
+    async def hash_in_use_after_purge(self, sha256: str, completed_before: float) -> bool:
+        """True if a stored copy outside what `purge_tasks` would delete refers to this file."""
+
     async def hash_in_use(self, sha256: str) -> bool:
         """True while some stored copy refers to this file."""
 

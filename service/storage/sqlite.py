@@ -16,6 +16,7 @@ from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.migrations import LATEST, MIGRATIONS
 from service.storage.sqlite_assets import SQLiteAssets
 from service.storage.sqlite_deliveries import SQLiteDeliveries, enqueue_final_event
+from service.storage.sqlite_ops import SQLiteOps
 from service.storage.sqlite_stats import SQLiteStats
 from service.storage.sqlite_writer import GroupCommitWriter, storage_error
 from service.transitions import Decision, apply
@@ -50,7 +51,7 @@ async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) ->
     return _task(row) if row is not None else None
 
 
-class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats):
+class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
     """The `Storage` contract on a SQLite file."""
 
     def __init__(
