@@ -1,4 +1,4 @@
-"""SQLite backend (aiosqlite, WAL): one group-commit writer connection, one reader connection."""
+"""SQLite backend (WAL): a group-commit writer thread, fast point reads, an aiosqlite reader."""
 
 from __future__ import annotations
 
@@ -45,10 +45,36 @@ def _task(row: sqlite3.Row) -> Task:
     return Task(**values)
 
 
-async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Task | None:
-    async with conn.execute(sql, params) as cur:
-        row = await cur.fetchone()
+def _one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Task | None:
+    row = conn.execute(sql, params).fetchone()
     return _task(row) if row is not None else None
+
+
+def connect(path: str, busy_timeout_ms: int, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves), usable from any thread."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if read_only:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > LATEST:
+        raise StorageUnavailable(f"database schema {version} is newer than this code ({LATEST})")
+    for number in range(version + 1, LATEST + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
 class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
@@ -66,63 +92,46 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._batch_max = batch_max
-        self._writer_conn: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._fast: sqlite3.Connection | None = None
         self._on_commit: Callable[[float, int], None] | None = None
 
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        await conn.execute("PRAGMA foreign_keys = ON")
+    def _writer_connection(self) -> sqlite3.Connection:
+        conn = connect(self.path, self._busy_timeout_ms)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         return conn
 
     async def open(self) -> None:
-        """Create the file if needed, switch to WAL, migrate, start the writer."""
+        """Create the file if needed, switch to WAL, migrate, start the writer and readers."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        writer = GroupCommitWriter(self._writer_connection, self._batch_max, self._on_commit)
         try:
-            conn = await self._connect()
-            self._writer_conn = conn
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            await self._migrate(conn)
-            self._reader = await self._connect()
+            await writer.call(_migrate)
+            self._fast = connect(self.path, self._busy_timeout_ms, read_only=True)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader.row_factory = sqlite3.Row
+            await self._reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
+            await writer.close()
             await self.close()
             raise storage_error(exc) from exc
-        self._writer = GroupCommitWriter(conn, self._batch_max, self._on_commit)
-        self._writer.start()
-
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version > LATEST:
-            raise StorageUnavailable(
-                f"database schema {version} is newer than this code ({LATEST})"
-            )
-        for number in range(version + 1, LATEST + 1):
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in MIGRATIONS[number - 1]:
-                    await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {number}")
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
+        self._writer = writer
+        writer.start()
 
     async def close(self) -> None:
-        """Commit queued writes, then close both connections."""
+        """Commit queued writes, then close every connection."""
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
-        for conn in (self._reader, self._writer_conn):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer_conn = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
 
     def observe_commits(self, callback: Callable[[float, int], None]) -> None:
         """Call `callback(started, batch_size)` after every group commit (metrics)."""
@@ -130,45 +139,33 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         if self._writer is not None:
             self._writer.on_commit = callback
 
-    async def _write(self, op: Callable[[aiosqlite.Connection], Any]) -> Any:
-        if self._writer is None:
-            raise StorageUnavailable("database is not open")
-        return await self._writer.submit(op)
-
-    async def _read_one(self, sql: str, params: tuple[Any, ...]) -> Task | None:
-        if self._reader is None:
-            raise StorageUnavailable("database is not open")
-        try:
-            return await _one(self._reader, sql, params)
-        except sqlite3.Error as exc:
-            raise storage_error(exc) from exc
+    def _fast_task(self, sql: str, params: tuple[Any, ...]) -> Task | None:
+        rows = self._fast_rows(sql, params)
+        return _task(rows[0]) if rows else None
 
     async def ping(self) -> None:
         """Read through the reader and write through the group-commit writer."""
-        if self._reader is None:
-            raise StorageUnavailable("database is not open")
         try:
-            await self._reader.execute("SELECT 1")
+            await self._read_conn().execute("SELECT 1")
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
 
-        async def touch(conn: aiosqlite.Connection) -> None:
-            await conn.execute("PRAGMA user_version")
+        def touch(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA user_version")
 
         await self._write(touch)
 
     async def schema_version(self) -> int:
         """Return `PRAGMA user_version`."""
-        assert self._reader is not None
-        async with self._reader.execute("PRAGMA user_version") as cur:
+        async with self._read_conn().execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
     async def create_api_key(self, key: ApiKey, key_hash: bytes) -> None:
         """Insert a key row."""
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO api_keys (id, name, prefix, key_hash, created_at) VALUES (?,?,?,?,?)",
                 (key.id, key.name, key.prefix, key_hash, key.created_at),
             )
@@ -177,18 +174,17 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
 
     async def list_api_keys(self) -> list[ApiKey]:
         """Every key, newest first."""
-        assert self._reader is not None
         sql = (
             "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at DESC"
         )
-        async with self._reader.execute(sql) as cur:
+        async with self._read_conn().execute(sql) as cur:
             return [ApiKey(*row) for row in await cur.fetchall()]
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool:
         """Set revoked_at on the key with this id or prefix."""
 
-        async def op(conn: aiosqlite.Connection) -> bool:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR prefix = ?)"
                 " AND revoked_at IS NULL",
                 (now, key_id, key_id),
@@ -198,18 +194,13 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         return bool(await self._write(op))
 
     async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
-        """Find an active key by hash."""
-        assert self._reader is not None
+        """Find an active key by hash (a fast indexed read)."""
         sql = (
             "SELECT id, name, prefix, created_at, revoked_at FROM api_keys"
             " WHERE key_hash = ? AND revoked_at IS NULL"
         )
-        try:
-            async with self._reader.execute(sql, (key_hash,)) as cur:
-                row = await cur.fetchone()
-        except sqlite3.Error as exc:
-            raise storage_error(exc) from exc
-        return ApiKey(*row) if row else None
+        rows = self._fast_rows(sql, (key_hash,))
+        return ApiKey(*rows[0]) if rows else None
 
     async def insert_task(self, task: Task) -> None:
         """Insert a task; a taken Idempotency-Key raises `DuplicateIdempotencyKey`."""
@@ -219,8 +210,8 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
             f" VALUES ({', '.join('?' * len(_TASK_COLUMNS))})"
         )
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(sql, values)
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(sql, values)
 
         try:
             await self._write(op)
@@ -232,18 +223,18 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
     async def task(self, task_id: str, api_key_id: str | None = None) -> Task | None:
         """Fetch by id (and owner)."""
         if api_key_id is None:
-            return await self._read_one(f"{_SELECT_TASK} WHERE id = ?", (task_id,))
+            return self._fast_task(f"{_SELECT_TASK} WHERE id = ?", (task_id,))
         sql = f"{_SELECT_TASK} WHERE id = ? AND api_key_id = ?"
-        return await self._read_one(sql, (task_id, api_key_id))
+        return self._fast_task(sql, (task_id, api_key_id))
 
     async def task_by_idempotency_key(self, api_key_id: str, key: str) -> Task | None:
         """Fetch by (owner, Idempotency-Key)."""
         sql = f"{_SELECT_TASK} WHERE api_key_id = ? AND idempotency_key = ?"
-        return await self._read_one(sql, (api_key_id, key))
+        return self._fast_task(sql, (api_key_id, key))
 
     async def task_by_token_hash(self, token_hash: bytes) -> Task | None:
         """Fetch by callback-token hash."""
-        return await self._read_one(f"{_SELECT_TASK} WHERE token_hash = ?", (token_hash,))
+        return self._fast_task(f"{_SELECT_TASK} WHERE token_hash = ?", (token_hash,))
 
     async def list_tasks(
         self,
@@ -255,7 +246,6 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         before_seq: int | None,
     ) -> list[Task]:
         """Keyset page of the owner's tasks, newest first."""
-        assert self._reader is not None
         where, params = ["api_key_id = ?"], [api_key_id]
         for column, value in (("status", status), ("model", model), ("seq <", before_seq)):
             if value is not None:
@@ -263,7 +253,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
                 params.append(value)  # type: ignore[arg-type]  # str | int bound parameters
         sql = f"{_SELECT_TASK} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
         try:
-            async with self._reader.execute(sql, (*params, limit)) as cur:
+            async with self._read_conn().execute(sql, (*params, limit)) as cur:
                 return [_task(row) for row in await cur.fetchall()]
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
@@ -271,8 +261,8 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
     async def update_task(self, task_id: str, changes: dict[str, Any]) -> None:
         """Unconditional column update."""
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await _update(conn, task_id, changes)
+        def op(conn: sqlite3.Connection) -> None:
+            _update(conn, task_id, changes)
 
         await self._write(op)
 
@@ -281,23 +271,23 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
     ) -> tuple[Decision, Task] | None:
         """Read, decide, write and record the event in one transaction."""
 
-        async def op(conn: aiosqlite.Connection) -> tuple[Decision, Task] | None:
-            task = await _one(conn, f"{_SELECT_TASK} WHERE id = ?", (task_id,))
+        def op(conn: sqlite3.Connection) -> tuple[Decision, Task] | None:
+            task = _one(conn, f"{_SELECT_TASK} WHERE id = ?", (task_id,))
             if task is None:
                 return None
             decision = decide(task)
             if decision.changes:
-                await _update(conn, task_id, decision.changes)
+                _update(conn, task_id, decision.changes)
             if decision.copies:
-                await conn.executemany(
+                conn.executemany(
                     "INSERT OR IGNORE INTO assets (task_id, n, upstream_url, status,"
                     " next_attempt_at) VALUES (?, ?, ?, 'pending', ?)",
                     [(task_id, n, url, 0.0) for n, url in enumerate(decision.copies)],
                 )
             if decision.changes.get("status") in ("succeeded", "failed"):
-                await enqueue_final_event(conn, task_id, decision.changes.get("updated_at") or 0.0)
+                enqueue_final_event(conn, task_id, decision.changes.get("updated_at") or 0.0)
             if event is not None:
-                await _insert_event(conn, event, decision)
+                _insert_event(conn, event, decision)
             return decision, apply(task, decision)
 
         result: tuple[Decision, Task] | None = await self._write(op)
@@ -306,11 +296,11 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:
         """Select due tasks and lease them in one write."""
 
-        async def op(conn: aiosqlite.Connection) -> list[Task]:
+        def op(conn: sqlite3.Connection) -> list[Task]:
             sql = f"{_SELECT_TASK} WHERE next_poll_at <= ? ORDER BY next_poll_at LIMIT ?"
-            async with conn.execute(sql, (now, limit)) as cur:
-                tasks = [_task(row) for row in await cur.fetchall()]
-            await conn.executemany(
+            cur = conn.execute(sql, (now, limit))
+            tasks = [_task(row) for row in cur.fetchall()]
+            conn.executemany(
                 "UPDATE tasks SET next_poll_at = ? WHERE id = ?",
                 [(lease_until, t.id) for t in tasks],
             )
@@ -321,26 +311,25 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
 
     async def events(self, task_id: str) -> list[Event]:
         """All events of a task in arrival order."""
-        assert self._reader is not None
         sql = (
             "SELECT task_id, source, received_at, body, outcome, detail FROM events"
             " WHERE task_id = ? ORDER BY id"
         )
-        async with self._reader.execute(sql, (task_id,)) as cur:
+        async with self._read_conn().execute(sql, (task_id,)) as cur:
             return [Event(*row) for row in await cur.fetchall()]
 
 
-async def _update(conn: aiosqlite.Connection, task_id: str, changes: dict[str, Any]) -> None:
+def _update(conn: sqlite3.Connection, task_id: str, changes: dict[str, Any]) -> None:
     unknown = set(changes) - set(_TASK_COLUMNS)
     if unknown:
         raise ValueError(f"unknown task columns: {sorted(unknown)}")
     assignments = ", ".join(f"{column} = ?" for column in changes)
     values = [_encode(c, v) for c, v in changes.items()]
-    await conn.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", (*values, task_id))
+    conn.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", (*values, task_id))
 
 
-async def _insert_event(conn: aiosqlite.Connection, event: Event, decision: Decision) -> None:
-    await conn.execute(
+def _insert_event(conn: sqlite3.Connection, event: Event, decision: Decision) -> None:
+    conn.execute(
         "INSERT INTO events (task_id, source, received_at, outcome, detail, body)"
         " VALUES (?,?,?,?,?,?)",
         (

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
-import aiosqlite
-
 from service.assets.entries import updated_entry
-from service.errors import StorageUnavailable
 from service.records import Asset
+from service.storage.sqlite_base import SQLiteBase
 from service.storage.sqlite_deliveries import enqueue_final_event
 
 _COLUMNS = (
@@ -23,50 +22,40 @@ def _asset(row: Any) -> Asset:
     return Asset(*row)
 
 
-async def _save(conn: aiosqlite.Connection, asset: Asset, now: float) -> None:
+def _save(conn: sqlite3.Connection, asset: Asset, now: float) -> None:
     """Write the asset row and mirror its state into the task's `results[n]`."""
     values = [getattr(asset, c) for c in _COLUMNS[2:]]
     assignments = ", ".join(f"{c} = ?" for c in _COLUMNS[2:])
-    await conn.execute(
+    conn.execute(
         f"UPDATE assets SET {assignments} WHERE task_id = ? AND n = ?",
         (*values, asset.task_id, asset.n),
     )
-    async with conn.execute("SELECT results FROM tasks WHERE id = ?", (asset.task_id,)) as cur:
-        row = await cur.fetchone()
+    cur = conn.execute("SELECT results FROM tasks WHERE id = ?", (asset.task_id,))
+    row = cur.fetchone()
     if row is None:
         return
     results = json.loads(row[0])
     if asset.n < len(results):
         results[asset.n] = updated_entry(results[asset.n], asset)
-        await conn.execute(
+        conn.execute(
             "UPDATE tasks SET results = ? WHERE id = ?",
             (json.dumps(results, separators=(",", ":"), ensure_ascii=False), asset.task_id),
         )
     if asset.status in ("stored", "failed"):  # maybe the last copy: the client may be told now
-        await enqueue_final_event(conn, asset.task_id, now)
+        enqueue_final_event(conn, asset.task_id, now)
 
 
-class SQLiteAssets:
-    """Mixed into `SQLiteStorage`: needs its `_write` and `_reader`."""
-
-    _reader: aiosqlite.Connection | None
-
-    async def _write(self, op: Any) -> Any:  # provided by SQLiteStorage
-        raise NotImplementedError
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            raise StorageUnavailable("database is not open")
-        return self._reader
+class SQLiteAssets(SQLiteBase):
+    """Mixed into `SQLiteStorage`."""
 
     async def claim_assets(self, now: float, limit: int, lease_until: float) -> list[Asset]:
         """Take up to `limit` due copy jobs, leasing them until `lease_until`."""
 
-        async def op(conn: aiosqlite.Connection) -> list[Asset]:
+        def op(conn: sqlite3.Connection) -> list[Asset]:
             sql = f"{_SELECT} WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
-            async with conn.execute(sql, (now, limit)) as cur:
-                jobs = [_asset(row) for row in await cur.fetchall()]
-            await conn.executemany(
+            cur = conn.execute(sql, (now, limit))
+            jobs = [_asset(row) for row in cur.fetchall()]
+            conn.executemany(
                 "UPDATE assets SET next_attempt_at = ? WHERE task_id = ? AND n = ?",
                 [(lease_until, a.task_id, a.n) for a in jobs],
             )
@@ -80,28 +69,26 @@ class SQLiteAssets:
     async def save_asset(self, asset: Asset, now: float) -> None:
         """Store a job's new state (and its task's results entry) in one transaction."""
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await _save(conn, asset, now)
+        def op(conn: sqlite3.Connection) -> None:
+            _save(conn, asset, now)
 
         await self._write(op)
 
     async def asset(self, task_id: str, n: int) -> Asset | None:
         """One asset row."""
-        sql = f"{_SELECT} WHERE task_id = ? AND n = ?"
-        async with self._conn().execute(sql, (task_id, n)) as cur:
-            row = await cur.fetchone()
-        return _asset(row) if row else None
+        rows = self._fast_rows(f"{_SELECT} WHERE task_id = ? AND n = ?", (task_id, n))
+        return _asset(rows[0]) if rows else None
 
     async def assets_of(self, task_id: str) -> list[Asset]:
         """Every asset row of a task, in result order."""
         sql = f"{_SELECT} WHERE task_id = ? ORDER BY n"
-        async with self._conn().execute(sql, (task_id,)) as cur:
+        async with self._read_conn().execute(sql, (task_id,)) as cur:
             return [_asset(row) for row in await cur.fetchall()]
 
     async def hash_in_use(self, sha256: str) -> bool:
         """True while some stored copy refers to this file."""
         sql = "SELECT 1 FROM assets WHERE sha256 = ? AND status = 'stored' LIMIT 1"
-        async with self._conn().execute(sql, (sha256,)) as cur:
+        async with self._read_conn().execute(sql, (sha256,)) as cur:
             return await cur.fetchone() is not None
 
     async def prune_assets(
@@ -112,22 +99,22 @@ class SQLiteAssets:
         Returns (copies pruned, sha256 of files no remaining stored copy refers to).
         """
 
-        async def op(conn: aiosqlite.Connection) -> tuple[int, list[str]]:
+        def op(conn: sqlite3.Connection) -> tuple[int, list[str]]:
             sql = (
                 f"{_SELECT} WHERE status = 'stored' AND task_id IN (SELECT id FROM tasks"
                 " WHERE completed_at IS NOT NULL AND completed_at < ?) LIMIT ?"
             )
-            async with conn.execute(sql, (completed_before, limit)) as cur:
-                old = [_asset(row) for row in await cur.fetchall()]
+            cur = conn.execute(sql, (completed_before, limit))
+            old = [_asset(row) for row in cur.fetchall()]
             for asset in old:
                 asset.status, asset.error = "pruned", "removed after the retention period"
-                await _save(conn, asset, now)
+                _save(conn, asset, now)
             orphans = []
             for sha in sorted({a.sha256 for a in old if a.sha256}):
                 check = "SELECT 1 FROM assets WHERE sha256 = ? AND status = 'stored' LIMIT 1"
-                async with conn.execute(check, (sha,)) as cur:
-                    if await cur.fetchone() is None:
-                        orphans.append(sha)
+                cur = conn.execute(check, (sha,))
+                if cur.fetchone() is None:
+                    orphans.append(sha)
             return len(old), orphans
 
         result: tuple[int, list[str]] = await self._write(op)

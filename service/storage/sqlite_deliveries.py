@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
-import aiosqlite
-
-from service.errors import StorageUnavailable
 from service.records import Attempt, Delivery
+from service.storage.sqlite_base import SQLiteBase
 
 _COLUMNS = (
     "id", "task_id", "api_key_id", "event_type", "url", "status", "attempts", "next_attempt_at",
@@ -30,25 +28,25 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
-async def enqueue_final_event(conn: aiosqlite.Connection, task_id: str, now: float) -> None:
+def enqueue_final_event(conn: sqlite3.Connection, task_id: str, now: float) -> None:
     """Queue the task's final event if it is final, wants callbacks and has no copy pending.
 
     Called inside the transaction that makes one of those true, so the event and its cause
     commit together (transactional outbox).
     """
     sql = "SELECT status, callback_url, api_key_id FROM tasks WHERE id = ?"
-    async with conn.execute(sql, (task_id,)) as cur:
-        row = await cur.fetchone()
+    cur = conn.execute(sql, (task_id,))
+    row = cur.fetchone()
     if row is None or row[0] not in FINAL_EVENTS or not row[1]:
         return
     pending = "SELECT 1 FROM assets WHERE task_id = ? AND status = 'pending' LIMIT 1"
-    async with conn.execute(pending, (task_id,)) as cur:
-        if await cur.fetchone() is not None:
-            return
-    async with conn.execute("SELECT 1 FROM gone_urls WHERE url = ?", (row[1],)) as cur:
-        gone = await cur.fetchone() is not None
+    cur = conn.execute(pending, (task_id,))
+    if cur.fetchone() is not None:
+        return
+    cur = conn.execute("SELECT 1 FROM gone_urls WHERE url = ?", (row[1],))
+    gone = cur.fetchone() is not None
     event = FINAL_EVENTS[row[0]]
-    await conn.execute(
+    conn.execute(
         "INSERT OR IGNORE INTO deliveries (id, task_id, api_key_id, event_type, url, status,"
         " next_attempt_at, event_at, dead_at, last_error) VALUES (?,?,?,?,?,?,?,?,?,?)",
         (
@@ -66,32 +64,22 @@ async def enqueue_final_event(conn: aiosqlite.Connection, task_id: str, now: flo
     )
 
 
-class SQLiteDeliveries:
-    """Mixed into `SQLiteStorage`: needs its `_write` and `_reader`."""
-
-    _reader: aiosqlite.Connection | None
-
-    async def _write(self, op: Any) -> Any:  # provided by SQLiteStorage
-        raise NotImplementedError
-
-    def _read_conn(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            raise StorageUnavailable("database is not open")
-        return self._reader
+class SQLiteDeliveries(SQLiteBase):
+    """Mixed into `SQLiteStorage`."""
 
     async def add_signing_secret(
         self, api_key_id: str, secret: str, now: float, retire_others_at: float | None
     ) -> None:
         """Add a current secret; older current ones stop signing at `retire_others_at`."""
 
-        async def op(conn: aiosqlite.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> None:
             if retire_others_at is not None:
-                await conn.execute(
+                conn.execute(
                     "UPDATE signing_secrets SET expires_at = ?"
                     " WHERE api_key_id = ? AND (expires_at IS NULL OR expires_at > ?)",
                     (retire_others_at, api_key_id, retire_others_at),
                 )
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO signing_secrets (api_key_id, secret, created_at) VALUES (?,?,?)",
                 (api_key_id, secret, now),
             )
@@ -104,18 +92,17 @@ class SQLiteDeliveries:
             "SELECT secret FROM signing_secrets WHERE api_key_id = ?"
             " AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC"
         )
-        async with self._read_conn().execute(sql, (api_key_id, now)) as cur:
-            return [row[0] for row in await cur.fetchall()]
+        return [row[0] for row in self._fast_rows(sql, (api_key_id, now))]
 
     async def claim_deliveries(
         self, now: float, lease_until: float, free: int, busy: Mapping[str, int], per_host: int
     ) -> list[Delivery]:
         """Lease due deliveries, at most `free` in all and `per_host` per destination host."""
 
-        async def op(conn: aiosqlite.Connection) -> list[Delivery]:
+        def op(conn: sqlite3.Connection) -> list[Delivery]:
             sql = f"{_SELECT} WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
-            async with conn.execute(sql, (now, max(free * 8, 64))) as cur:
-                due = [Delivery(*row) for row in await cur.fetchall()]
+            cur = conn.execute(sql, (now, max(free * 8, 64)))
+            due = [Delivery(*row) for row in cur.fetchall()]
             taken: list[Delivery] = []
             counts = dict(busy)
             for delivery in due:
@@ -125,7 +112,7 @@ class SQLiteDeliveries:
                 counts[host] = counts.get(host, 0) + 1
                 delivery.next_attempt_at = lease_until
                 taken.append(delivery)
-            await conn.executemany(
+            conn.executemany(
                 "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?",
                 [(lease_until, d.id) for d in taken],
             )
@@ -137,25 +124,25 @@ class SQLiteDeliveries:
     async def record_attempt(self, delivery: Delivery, attempt: Attempt, gone: bool) -> None:
         """Store an attempt and the delivery's new state; a 410 retires its URL for good."""
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO delivery_attempts (delivery_id, attempted_at, status_code,"
                 " latency_ms, error) VALUES (?,?,?,?,?)",
                 (delivery.id, attempt.attempted_at, attempt.status_code, attempt.latency_ms,
                  attempt.error),
             )  # fmt: skip
-            await conn.execute(
+            conn.execute(
                 "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
                 " delivered_at = ?, dead_at = ?, last_error = ? WHERE id = ?",
                 (delivery.status, delivery.attempts, delivery.next_attempt_at,
                  delivery.delivered_at, delivery.dead_at, delivery.last_error, delivery.id),
             )  # fmt: skip
             if gone:
-                await conn.execute(
+                conn.execute(
                     "INSERT OR REPLACE INTO gone_urls (url, at) VALUES (?, ?)",
                     (delivery.url, attempt.attempted_at),
                 )
-                await conn.execute(
+                conn.execute(
                     "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, dead_at = ?,"
                     " last_error = 'this URL answered 410 Gone'"
                     " WHERE url = ? AND status = 'pending'",
@@ -182,15 +169,15 @@ class SQLiteDeliveries:
     async def redeliver(self, task_id: str, now: float) -> Delivery | None:
         """Queue the task's final event again (same id); an explicit redelivery un-gones its URL."""
 
-        async def op(conn: aiosqlite.Connection) -> Delivery | None:
+        def op(conn: sqlite3.Connection) -> Delivery | None:
             sql = f"{_SELECT} WHERE task_id = ? AND event_type IN ('task.succeeded', 'task.failed')"
-            async with conn.execute(sql, (task_id,)) as cur:
-                row = await cur.fetchone()
+            cur = conn.execute(sql, (task_id,))
+            row = cur.fetchone()
             if row is None:
                 return None
             delivery = Delivery(*row)
-            await conn.execute("DELETE FROM gone_urls WHERE url = ?", (delivery.url,))
-            await conn.execute(
+            conn.execute("DELETE FROM gone_urls WHERE url = ?", (delivery.url,))
+            conn.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, dead_at = NULL"
                 " WHERE id = ?",
                 (now, delivery.id),
@@ -204,8 +191,8 @@ class SQLiteDeliveries:
     async def replay_dead(self, api_key_id: str, since: float, now: float) -> int:
         """Re-queue the key's dead deliveries that died at or after `since`."""
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, dead_at = NULL"
                 " WHERE api_key_id = ? AND status = 'dead' AND dead_at >= ?"
                 " AND url NOT IN (SELECT url FROM gone_urls)",

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from service.errors import StorageUnavailable
 from service.records import Task
+from service.storage.sqlite_base import SQLiteBase
 from service.storage.sqlite_writer import storage_error
 
 # A terminal task may go only once nothing is still working on it: no copy waiting to be made
@@ -54,22 +52,12 @@ def _rows_about(ids: str) -> dict[str, str]:
     }
 
 
-class SQLiteOps:
-    """Mixed into `SQLiteStorage`: needs its `_write` and `_reader`."""
-
-    _reader: aiosqlite.Connection | None
-
-    async def _write(self, op: Any) -> Any:  # provided by SQLiteStorage
-        raise NotImplementedError
-
-    def _ops_reader(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            raise StorageUnavailable("database is not open")
-        return self._reader
+class SQLiteOps(SQLiteBase):
+    """Mixed into `SQLiteStorage`."""
 
     async def _ops_read(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         try:
-            async with self._ops_reader().execute(sql, params) as cur:
+            async with self._read_conn().execute(sql, params) as cur:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
@@ -125,14 +113,14 @@ class SQLiteOps:
         return bool(await self._ops_read(_KEPT_COPY, (sha256, completed_before)))
 
 
-def _purge_batch(completed_before: float, batch: int) -> Callable[[aiosqlite.Connection], Any]:
-    async def op(conn: aiosqlite.Connection) -> dict[str, int]:
+def _purge_batch(completed_before: float, batch: int) -> Callable[[sqlite3.Connection], Any]:
+    def op(conn: sqlite3.Connection) -> dict[str, int]:
         sql = f"{_PURGEABLE} ORDER BY completed_at LIMIT ?"
-        async with conn.execute(sql, (completed_before, batch)) as cur:
-            ids = json.dumps([row[0] for row in await cur.fetchall()])
+        cur = conn.execute(sql, (completed_before, batch))
+        ids = json.dumps([row[0] for row in cur.fetchall()])
         counts: dict[str, int] = {}
         for table, rows_about in _rows_about(_IN_IDS).items():  # attempts go before deliveries
-            cur = await conn.execute(f"DELETE FROM {rows_about}", (ids,))
+            cur = conn.execute(f"DELETE FROM {rows_about}", (ids,))
             counts[table] = cur.rowcount
         return counts
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import aiosqlite
-
-from service.errors import StorageUnavailable
+from service.storage.sqlite_base import SQLiteBase
 
 _QUEUES = {
     "poll": "SELECT count(*), min(next_poll_at) FROM tasks WHERE next_poll_at <= ?",
@@ -14,21 +12,14 @@ _QUEUES = {
 }
 
 
-class SQLiteStats:
-    """Mixed into `SQLiteStorage`: needs its `_reader`."""
-
-    _reader: aiosqlite.Connection | None
-
-    def _stats_conn(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            raise StorageUnavailable("database is not open")
-        return self._reader
+class SQLiteStats(SQLiteBase):
+    """Mixed into `SQLiteStorage`."""
 
     async def queue_stats(self, now: float) -> dict[str, tuple[int, float]]:
         """Per queue: jobs due now, and how long the oldest has been due (indexed range scans)."""
         found = {}
         for name, sql in _QUEUES.items():
-            async with self._stats_conn().execute(sql, (now,)) as cur:
+            async with self._read_conn().execute(sql, (now,)) as cur:
                 row = await cur.fetchone()
             count, oldest = (row[0], row[1]) if row else (0, None)
             found[name] = (int(count), max(0.0, now - oldest) if oldest is not None else 0.0)
@@ -37,5 +28,5 @@ class SQLiteStats:
     async def status_counts(self) -> dict[str, int]:
         """Tasks by status."""
         sql = "SELECT status, count(*) FROM tasks GROUP BY status"
-        async with self._stats_conn().execute(sql) as cur:
+        async with self._read_conn().execute(sql) as cur:
             return {str(status): int(count) for status, count in await cur.fetchall()}
