@@ -109,7 +109,8 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         writer = GroupCommitWriter(self._writer_connection, self._batch_max, self._on_commit)
         try:
             await writer.call(_migrate)
-            self._fast = connect(self.path, self._busy_timeout_ms, read_only=True)
+            # On the event loop: never wait long for a lock (WAL readers almost never have to).
+            self._fast = connect(self.path, min(self._busy_timeout_ms, 50), read_only=True)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
             await self._reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
