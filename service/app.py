@@ -28,7 +28,7 @@ from service.netguard import Resolver, UrlGuard, parse_networks, system_resolver
 from service.observability import RequestContext
 from service.poller import Poller
 from service.ratelimit import SubmitLimiter
-from service.routes import deliveries, health, results, tasks, webhooks
+from service.routes import deliveries, docs, health, results, tasks, webhooks
 from service.routes import metrics as metrics_routes
 from service.schedule import PollPolicy
 from service.settings import Settings
@@ -228,6 +228,7 @@ def create_app(
             *deliveries.routes,
             *webhooks.routes,
             *metrics_routes.routes,
+            *docs.routes,
         ],
         middleware=[Middleware(RequestContext, metrics=svc.metrics)],
         lifespan=lifespan,

@@ -39,6 +39,14 @@ class TaskCreate(BaseModel):
     characters: list[Any] | None = Field(default=None, max_length=8)
     shutProgress: bool | None = None
 
+    @field_validator("variants", "duration", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        """JSON has one number type: 2.0 is the integer 2 (strings and 2.5 stay refused)."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @field_validator("callback_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

@@ -11,12 +11,12 @@ import re
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from service.auth import authenticate
 from service.context import services
-from service.errors import ClientError, NotFound
+from service.errors import ClientError, NotFound, error_body
 
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 CACHE_CONTROL = "private, max-age=31536000, immutable"
@@ -91,8 +91,12 @@ async def result_file(request: Request) -> Response:
         wanted = None  # RFC 9110 13.1.5: a stale If-Range means "send the whole file"
     try:
         span = parse_range(wanted, size)
-    except RangeNotSatisfiable:
-        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    except RangeNotSatisfiable as exc:
+        return JSONResponse(
+            error_body(exc.code, exc.message, size=size),
+            status_code=416,
+            headers={**headers, "Content-Range": f"bytes */{size}"},
+        )
     start, end = span if span is not None else (0, size - 1)
     headers["Content-Length"] = str(end - start + 1 if size else 0)
     status = 200

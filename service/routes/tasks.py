@@ -111,8 +111,14 @@ async def list_tasks(request: Request) -> JSONResponse:
     return JSONResponse({"data": [t.to_json(base) for t in page], "next_cursor": next_cursor})
 
 
+async def tasks_collection(request: Request) -> JSONResponse:
+    """/v1/tasks: one route for both methods, so a 405 lists both in `Allow`."""
+    if request.method == "POST":
+        return await create_task(request)
+    return await list_tasks(request)
+
+
 routes = [
-    Route("/v1/tasks", create_task, methods=["POST"]),
-    Route("/v1/tasks", list_tasks, methods=["GET"]),
+    Route("/v1/tasks", tasks_collection, methods=["GET", "POST"]),
     Route("/v1/tasks/{task_id}", get_task, methods=["GET"]),
 ]

@@ -173,11 +173,15 @@ async def test_single_range_is_206(
     "header", [f"bytes={SIZE}-", f"bytes={SIZE + 100}-{SIZE + 200}", "bytes=-0", "bytes=9-3"]
 )
 async def test_unsatisfiable_range_is_416(relay: Relay, task_id: str, header: str) -> None:
-    """A range outside the file answers 416 with `Content-Range: bytes */size`."""
+    """A range outside the file answers 416 with `Content-Range: bytes */size` and a JSON error."""
     response = await get(relay, task_id, range=header)
     assert response.status_code == 416
     assert response.headers["content-range"] == f"bytes */{SIZE}"
-    assert response.content == b""
+    assert response.json()["error"] == {
+        "code": "range_not_satisfiable",
+        "message": response.json()["error"]["message"],
+        "size": SIZE,
+    }
 
 
 @pytest.mark.parametrize("header", ["bytes=0-1,5-6", "items=0-5", "bytes=-", "bytes=a-b", "bytes"])
