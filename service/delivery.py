@@ -11,8 +11,6 @@ holds up the others.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import email.utils
 import json
 import logging
@@ -27,11 +25,11 @@ import httpx
 from service.clock import Clock, rfc3339
 from service.errors import RelayError
 from service.metrics import Metrics
-from service.netguard import UrlGuard, UrlRefused
+from service.netguard import UrlGuard, UrlRefused, host_of
 from service.records import Attempt, Delivery
 from service.signing import signed_headers
 from service.storage import Storage
-from service.storage.sqlite_deliveries import host_of
+from service.worker import QueueWorker
 
 log = logging.getLogger("grsai_relay.delivery")
 
@@ -62,7 +60,7 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-class Deliverer:
+class Deliverer(QueueWorker):
     """Sends due deliveries on a tick (or at once when kicked)."""
 
     def __init__(
@@ -78,81 +76,29 @@ class Deliverer:
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        super().__init__("client-deliveries", tick, log)
         self._storage = storage
         self._http = http
         self.guard = guard
         self._clock = clock
         self._policy = policy
         self._base_url = base_url
-        self._tick = tick
         self._rng = rng or random.Random()
         self._metrics = metrics
-        self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._running: dict[asyncio.Task[None], str] = {}
-
-    def start(self) -> None:
-        """Run the loop in the background."""
-        self._task = asyncio.create_task(self._run(), name="client-deliveries")
-
-    def kick(self) -> None:
-        """Look for due deliveries now."""
-        self._wake.set()
-
-    @property
-    def alive(self) -> bool:
-        """True while the loop runs."""
-        return self._task is not None and not self._task.done()
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop; sends still running after `grace` are cancelled (their lease retries them)."""
-        self._stop.set()
-        self._wake.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        except TimeoutError:
-            for running in list(self._running):
-                running.cancel()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except RelayError as exc:
-                log.warning("delivery round failed: %s", exc.message)
-            except Exception:  # keep delivering whatever one round hit
-                log.exception("delivery round crashed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._tick)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
 
     async def run_once(self) -> int:
         """Start sends for due deliveries within the overall and per-host limits."""
-        free = self._policy.concurrency - len(self._running)
+        free = self._policy.concurrency - len(self.running)
         if free <= 0:
             return 0
         now = self._clock.now()
-        busy = Counter(self._running.values())
+        busy = Counter(self.running.values())
         claimed = await self._storage.claim_deliveries(
             now, now + self._policy.lease + self._policy.timeout, free, busy, self._policy.per_host
         )
         for delivery in claimed:
-            task = asyncio.create_task(self.send(delivery), name=f"deliver-{delivery.id}")
-            self._running[task] = host_of(delivery.url)
-            task.add_done_callback(self._done)
+            self.launch(self.send(delivery), f"deliver-{delivery.id}", host_of(delivery.url))
         return len(claimed)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
-        self._wake.set()
 
     async def _body(self, delivery: Delivery) -> bytes | None:
         task = await self._storage.task(delivery.task_id)

@@ -7,8 +7,6 @@ Downloads run concurrently up to a limit, off the callback path.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -19,11 +17,12 @@ from service.errors import RelayError
 from service.metrics import Metrics
 from service.records import Asset
 from service.storage import Storage
+from service.worker import QueueWorker
 
 log = logging.getLogger("grsai_relay.mirror")
 
 
-class Mirror:
+class Mirror(QueueWorker):
     """Copies queued result files on a tick (or at once when kicked)."""
 
     def __init__(
@@ -40,84 +39,27 @@ class Mirror:
         on_settled: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
     ) -> None:
+        super().__init__("asset-mirror", tick, log)
         self._storage = storage
         self._downloader = downloader
         self._clock = clock
         self._concurrency = concurrency
-        self._tick = tick
         self._retry_delays = tuple(retry_delays)
         self._lease = lease
         self._rng = rng or random.Random()
         self._on_settled = on_settled
         self._metrics = metrics
-        self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        """Run the loop in the background."""
-        self._task = asyncio.create_task(self._run(), name="asset-mirror")
-
-    def kick(self) -> None:
-        """Look for new jobs now instead of at the next tick."""
-        self._wake.set()
-
-    @property
-    def alive(self) -> bool:
-        """True while the loop runs."""
-        return self._task is not None and not self._task.done()
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop; downloads still running after `grace` are cancelled (their lease retries them)."""
-        self._stop.set()
-        self._wake.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        except TimeoutError:
-            self._task.cancel()
-            for job in list(self._running):
-                job.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except RelayError as exc:
-                log.warning("copy round failed: %s", exc.message)
-            except Exception:  # keep copying whatever one round hit
-                log.exception("copy round crashed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._tick)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
 
     async def run_once(self) -> int:
         """Start copies for due jobs while below the concurrency limit; return how many."""
-        free = self._concurrency - len(self._running)
+        free = self._concurrency - len(self.running)
         if free <= 0:
             return 0
         now = self._clock.now()
         jobs = await self._storage.claim_assets(now, free, now + self._lease)
         for job in jobs:
-            task = asyncio.create_task(self.copy(job), name=f"copy-{job.task_id}-{job.n}")
-            self._running.add(task)
-            task.add_done_callback(self._done)
+            self.launch(self.copy(job), f"copy-{job.task_id}-{job.n}")
         return len(jobs)
-
-    async def wait_idle(self) -> None:
-        """Wait until no copy is running (tests and shutdown)."""
-        while self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._wake.set()  # a slot is free: look for more work
 
     async def copy(self, job: Asset) -> None:
         """Download one file and record the outcome (stored, retry later, or failed)."""

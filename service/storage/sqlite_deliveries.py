@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
+from service.netguard import host_of
 from service.records import Attempt, Delivery
 from service.storage.sqlite_base import SQLiteBase
 
@@ -21,11 +21,6 @@ FINAL_EVENTS = {"succeeded": "task.succeeded", "failed": "task.failed"}
 def delivery_id(task_id: str, event_type: str) -> str:
     """The event's webhook-id: stable, so every retry and redelivery reuses it."""
     return "msg_" + hashlib.sha256(f"{task_id}/{event_type}".encode()).hexdigest()[:32]
-
-
-def host_of(url: str) -> str:
-    """The destination host a delivery counts against for per-host concurrency."""
-    return (urlsplit(url).hostname or "").lower()
 
 
 def enqueue_final_event(conn: sqlite3.Connection, task_id: str, now: float) -> None:

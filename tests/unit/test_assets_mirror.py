@@ -82,8 +82,7 @@ async def succeeded(relay: Relay, *urls: str) -> str:
 
 async def drain(mirror: Mirror) -> None:
     """Wait for every copy the mirror has started (its running set is the only handle)."""
-    while mirror._running:
-        await asyncio.gather(*list(mirror._running))
+    await mirror.wait_idle()
 
 
 async def round_trip(mirror: Mirror) -> int:
