@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
+from service import cli_ops
+from service.cli_ops import duration, with_storage
 from service.clock import SystemClock, rfc3339
 from service.credentials import SystemEntropy, hash_secret, new_api_key
 from service.logs import configure as configure_logging
@@ -17,23 +16,11 @@ from service.records import TASK_STATUSES, ApiKey
 from service.settings import Settings
 from service.signing import new_secret
 from service.simulator import SimulatorConfig, run_simulator
-from service.storage import Storage, open_storage, sqlite_path
-
-if TYPE_CHECKING:
-    from service.assets.store import LocalAssetStore
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-async def _with_storage(settings: Settings) -> Storage:
-    storage = open_storage(settings)
-    await storage.open()
-    return storage
 
 
 async def create_key(settings: Settings, name: str) -> tuple[str, str]:
     """Create an API key (stored hashed) and its webhook signing secret; return both."""
-    storage = await _with_storage(settings)
+    storage = await with_storage(settings)
     try:
         made = new_api_key(SystemEntropy())
         now = SystemClock().now()
@@ -48,7 +35,7 @@ async def create_key(settings: Settings, name: str) -> tuple[str, str]:
 
 async def rotate_secret(settings: Settings, key_id: str, grace_hours: float | None) -> str | None:
     """A new signing secret for a key (by id or prefix); the old one signs for a grace period."""
-    storage = await _with_storage(settings)
+    storage = await with_storage(settings)
     try:
         found = [k for k in await storage.list_api_keys() if key_id in (k.id, k.prefix)]
         if not found or found[0].revoked_at is not None:
@@ -84,7 +71,7 @@ async def _keys(settings: Settings, ns: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    storage = await _with_storage(settings)
+    storage = await with_storage(settings)
     try:
         if ns.keys_command == "list":
             for key in await storage.list_api_keys():
@@ -100,154 +87,8 @@ async def _keys(settings: Settings, ns: argparse.Namespace) -> int:
         await storage.close()
 
 
-async def _prune(settings: Settings, older_than_days: float | None) -> int:
-    from service.assets.store import LocalAssetStore
-
-    days = older_than_days if older_than_days is not None else settings.asset_retention_days
-    started = SystemClock().now()
-    cutoff = started - days * 86400
-    store = LocalAssetStore(settings.asset_dir)
-    storage = await _with_storage(settings)
-    pruned, removed = 0, 0
-    try:
-        while True:
-            count, orphans = await storage.prune_assets(cutoff, 500, started)
-            pruned += count
-            for sha in orphans:
-                removed += await store.delete(sha, unused_since=started - 60)
-            if count < 500:
-                break
-        removed += await _sweep(store, storage, started)
-    finally:
-        await storage.close()
-    print(f"retired {pruned} copies of tasks completed over {days:g} days ago")
-    print(f"removed {removed} files no remaining task refers to")
-    return 0
-
-
-async def _sweep(store: LocalAssetStore, storage: Storage, started: float) -> int:
-    """Delete files no stored copy refers to, e.g. skipped by an earlier run; return how many."""
-    removed = 0
-    for sha in store.hashes():
-        if not await storage.hash_in_use(sha):
-            removed += await store.delete(sha, unused_since=started - 60)
-    return removed
-
-
-def duration(text: str) -> float:
-    """Seconds in `30d`, `12h`, `90m`, `45s` or a plain number of seconds."""
-    found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip().lower())
-    if found is None:
-        raise argparse.ArgumentTypeError(
-            f"not a duration: {text!r} (e.g. 30d, 12h, 90m, or seconds)"
-        )
-    return float(found[1]) * _UNITS[found[2] or "s"]
-
-
-def _key_id(keys: Sequence[ApiKey], wanted: str) -> str | None:
-    wanted = wanted.rstrip("…")  # as `keys list` shows prefixes
-    return next((k.id for k in keys if wanted in (k.id, k.prefix)), None)
-
-
-async def _tasks(settings: Settings, ns: argparse.Namespace) -> int:
-    from service.routes.deliveries import delivery_json
-
-    storage = await _with_storage(settings)
-    try:
-        if ns.tasks_command == "list":
-            key_id = None
-            if ns.key is not None:
-                key_id = _key_id(await storage.list_api_keys(), ns.key)
-                if key_id is None:
-                    print(f"no key with id or prefix {ns.key!r}", file=sys.stderr)
-                    return 1
-            found = await storage.list_all_tasks(
-                status=ns.status, model=ns.model, api_key_id=key_id, limit=ns.limit
-            )
-            for t in found:
-                created = rfc3339(t.created_at)
-                print(f"{t.id}\t{t.status}\t{t.progress}%\t{t.model}\t{created}\t{t.api_key_id}")
-            return 0
-        task = await storage.task(ns.task_id)
-        if task is None:
-            print(f"no task with id {ns.task_id!r}", file=sys.stderr)
-            return 1
-        shown: dict[str, Any] = task.to_json(settings.public_base_url or "")
-        shown["events"] = [
-            {
-                "source": e.source,
-                "outcome": e.outcome,
-                "detail": e.detail,
-                "received_at": rfc3339(e.received_at),
-                "body_bytes": len(e.body),
-            }
-            for e in await storage.events(task.id)
-        ]
-        shown["deliveries"] = [delivery_json(d, a) for d, a in await storage.deliveries_of(task.id)]
-        print(json.dumps(shown, indent=2, ensure_ascii=False))
-        return 0
-    finally:
-        await storage.close()
-
-
-async def _purge(settings: Settings, older_than: float, dry_run: bool, batch: int) -> int:
-    from service.assets.store import LocalAssetStore
-
-    started = SystemClock().now()
-    cutoff = started - older_than
-    store = LocalAssetStore(settings.asset_dir)
-    storage = await _with_storage(settings)
-    try:
-        if dry_run:
-            counts = await storage.purge_counts(cutoff)
-            removed = 0
-            for sha in store.hashes():
-                if not await storage.hash_in_use_after_purge(sha, cutoff):
-                    removed += _unused_since(store, sha, started - 60)
-        else:
-            counts = await storage.purge_tasks(cutoff, batch)
-            counts["held"] = (await storage.purge_counts(cutoff))["held"]
-            removed = await _sweep(store, storage, started)
-    finally:
-        await storage.close()
-    verb = "would delete" if dry_run else "deleted"
-    print(
-        f"{verb} {counts['tasks']} tasks completed before {rfc3339(cutoff)}"
-        f" with {counts['events']} events, {counts['assets']} asset records,"
-        f" {counts['deliveries']} deliveries and {counts['delivery_attempts']} delivery attempts"
-    )
-    if counts["held"]:
-        print(f"kept {counts['held']} tasks still copying results or delivering callbacks")
-    print(f"{'would remove' if dry_run else 'removed'} {removed} files no remaining task refers to")
-    return 0
-
-
-def _unused_since(store: LocalAssetStore, sha: str, since: float) -> bool:
-    """What `store.delete(sha, unused_since=since)` would do, without doing it."""
-    try:
-        return store.path(sha).stat().st_mtime < since
-    except FileNotFoundError:
-        return False
-
-
-def _backup(settings: Settings, path: str) -> int:
-    from service.storage.sqlite_ops import BackupError, backup_database
-
-    try:
-        source = sqlite_path(settings.database_url)
-        made = backup_database(source, path)
-    except (ValueError, BackupError) as exc:
-        print(f"backup failed: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"backed up {source} to {made.path}: {made.bytes} bytes,"
-        f" schema version {made.schema_version}, integrity ok"
-    )
-    return 0
-
-
 async def _migrate(settings: Settings) -> int:
-    storage = await _with_storage(settings)
+    storage = await with_storage(settings)
     try:
         print(f"database schema at version {await storage.schema_version()}")
     finally:
@@ -340,13 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "keys":
         return asyncio.run(_keys(settings, ns))
     if ns.command == "tasks":
-        return asyncio.run(_tasks(settings, ns))
+        return asyncio.run(cli_ops.tasks(settings, ns))
     if ns.command == "assets":
-        return asyncio.run(_prune(settings, ns.older_than_days))
+        return asyncio.run(cli_ops.prune(settings, ns.older_than_days))
     if ns.command == "purge":
-        return asyncio.run(_purge(settings, ns.older_than, ns.dry_run, ns.batch))
+        return asyncio.run(cli_ops.purge(settings, ns.older_than, ns.dry_run, ns.batch))
     if ns.db_command == "backup":
-        return _backup(settings, ns.path)
+        return cli_ops.backup(settings, ns.path)
     return asyncio.run(_migrate(settings))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service import cli
+from service import cli, cli_ops
 from service.clock import ManualClock
 from service.settings import Settings
 from tests.unit.conftest import FakeGrsai, Relay
@@ -181,7 +181,7 @@ async def test_prune_command_defaults_to_the_retention_setting(
 @pytest.mark.usefixtures("cli_env")
 async def test_prune_function_can_be_called_directly(relay: Relay, tasks: Tasks) -> None:
     """`_prune(settings, days)` retires the same copies as the command."""
-    assert await cli._prune(Settings(), 0.0) == 0
+    assert await cli_ops.prune(Settings(), 0.0) == 0
     job = await relay.storage.asset(tasks.old_c, 0)
     assert job is not None
     assert job.status == "pruned"

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import service.storage.sqlite as sqlite_module
-from service import cli
+from service import cli, cli_ops
 from service.assets.store import LocalAssetStore
 from service.credentials import hash_secret
 from service.records import ApiKey, Asset, Attempt, Task
@@ -313,14 +313,14 @@ async def test_tasks_show_unknown_task_fails(
 )  # fmt: skip
 def test_duration_parses_units(text: str, seconds: float) -> None:
     """Days, hours, minutes, seconds, or a plain number of seconds."""
-    assert cli.duration(text) == seconds
+    assert cli_ops.duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "d", "-1d", "3w", "1d2h", "soon"])
 def test_duration_rejects_nonsense(text: str) -> None:
     """Anything else is a usage error."""
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.duration(text)
+        cli_ops.duration(text)
 
 
 def test_purge_needs_older_than() -> None:

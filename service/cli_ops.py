@@ -1,0 +1,167 @@
+"""Operator commands: prune and purge old results, inspect tasks, back up the database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from service.assets.store import LocalAssetStore
+from service.clock import SystemClock, rfc3339
+from service.records import ApiKey
+from service.settings import Settings
+from service.storage import Storage, open_storage, sqlite_path
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+async def with_storage(settings: Settings) -> Storage:
+    """Open the configured storage (migrating it)."""
+    storage = open_storage(settings)
+    await storage.open()
+    return storage
+
+
+async def prune(settings: Settings, older_than_days: float | None) -> int:
+    days = older_than_days if older_than_days is not None else settings.asset_retention_days
+    started = SystemClock().now()
+    cutoff = started - days * 86400
+    store = LocalAssetStore(settings.asset_dir)
+    storage = await with_storage(settings)
+    pruned, removed = 0, 0
+    try:
+        while True:
+            count, orphans = await storage.prune_assets(cutoff, 500, started)
+            pruned += count
+            for sha in orphans:
+                removed += await store.delete(sha, unused_since=started - 60)
+            if count < 500:
+                break
+        removed += await sweep(store, storage, started)
+    finally:
+        await storage.close()
+    print(f"retired {pruned} copies of tasks completed over {days:g} days ago")
+    print(f"removed {removed} files no remaining task refers to")
+    return 0
+
+
+async def sweep(store: LocalAssetStore, storage: Storage, started: float) -> int:
+    """Delete files no stored copy refers to, e.g. skipped by an earlier run; return how many."""
+    removed = 0
+    for sha in store.hashes():
+        if not await storage.hash_in_use(sha):
+            removed += await store.delete(sha, unused_since=started - 60)
+    return removed
+
+
+def duration(text: str) -> float:
+    """Seconds in `30d`, `12h`, `90m`, `45s` or a plain number of seconds."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip().lower())
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (e.g. 30d, 12h, 90m, or seconds)"
+        )
+    return float(found[1]) * _UNITS[found[2] or "s"]
+
+
+def _key_id(keys: Sequence[ApiKey], wanted: str) -> str | None:
+    wanted = wanted.rstrip("…")  # as `keys list` shows prefixes
+    return next((k.id for k in keys if wanted in (k.id, k.prefix)), None)
+
+
+async def tasks(settings: Settings, ns: argparse.Namespace) -> int:
+    from service.routes.deliveries import delivery_json
+
+    storage = await with_storage(settings)
+    try:
+        if ns.tasks_command == "list":
+            key_id = None
+            if ns.key is not None:
+                key_id = _key_id(await storage.list_api_keys(), ns.key)
+                if key_id is None:
+                    print(f"no key with id or prefix {ns.key!r}", file=sys.stderr)
+                    return 1
+            found = await storage.list_all_tasks(
+                status=ns.status, model=ns.model, api_key_id=key_id, limit=ns.limit
+            )
+            for t in found:
+                created = rfc3339(t.created_at)
+                print(f"{t.id}\t{t.status}\t{t.progress}%\t{t.model}\t{created}\t{t.api_key_id}")
+            return 0
+        task = await storage.task(ns.task_id)
+        if task is None:
+            print(f"no task with id {ns.task_id!r}", file=sys.stderr)
+            return 1
+        shown: dict[str, Any] = task.to_json(settings.public_base_url or "")
+        shown["events"] = [
+            {
+                "source": e.source,
+                "outcome": e.outcome,
+                "detail": e.detail,
+                "received_at": rfc3339(e.received_at),
+                "body_bytes": len(e.body),
+            }
+            for e in await storage.events(task.id)
+        ]
+        shown["deliveries"] = [delivery_json(d, a) for d, a in await storage.deliveries_of(task.id)]
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return 0
+    finally:
+        await storage.close()
+
+
+async def purge(settings: Settings, older_than: float, dry_run: bool, batch: int) -> int:
+    started = SystemClock().now()
+    cutoff = started - older_than
+    store = LocalAssetStore(settings.asset_dir)
+    storage = await with_storage(settings)
+    try:
+        if dry_run:
+            counts = await storage.purge_counts(cutoff)
+            removed = 0
+            for sha in store.hashes():
+                if not await storage.hash_in_use_after_purge(sha, cutoff):
+                    removed += _unused_since(store, sha, started - 60)
+        else:
+            counts = await storage.purge_tasks(cutoff, batch)
+            counts["held"] = (await storage.purge_counts(cutoff))["held"]
+            removed = await sweep(store, storage, started)
+    finally:
+        await storage.close()
+    verb = "would delete" if dry_run else "deleted"
+    print(
+        f"{verb} {counts['tasks']} tasks completed before {rfc3339(cutoff)}"
+        f" with {counts['events']} events, {counts['assets']} asset records,"
+        f" {counts['deliveries']} deliveries and {counts['delivery_attempts']} delivery attempts"
+    )
+    if counts["held"]:
+        print(f"kept {counts['held']} tasks still copying results or delivering callbacks")
+    print(f"{'would remove' if dry_run else 'removed'} {removed} files no remaining task refers to")
+    return 0
+
+
+def _unused_since(store: LocalAssetStore, sha: str, since: float) -> bool:
+    """What `store.delete(sha, unused_since=since)` would do, without doing it."""
+    try:
+        return store.path(sha).stat().st_mtime < since
+    except FileNotFoundError:
+        return False
+
+
+def backup(settings: Settings, path: str) -> int:
+    from service.storage.sqlite_ops import BackupError, backup_database
+
+    try:
+        source = sqlite_path(settings.database_url)
+        made = backup_database(source, path)
+    except (ValueError, BackupError) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {source} to {made.path}: {made.bytes} bytes,"
+        f" schema version {made.schema_version}, integrity ok"
+    )
+    return 0
