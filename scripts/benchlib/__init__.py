@@ -1,0 +1,1 @@
+"""The parts of `scripts/bench`: plans, load generators, servers, seeding, scenarios, report."""

@@ -1,0 +1,186 @@
+"""The processes under test: the relay as a user runs it, the baseline app, the simulator."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess  # we start our own programs with fixed arguments
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+UPSTREAM_KEY = "sk-bench-upstream"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc (0 when unknown)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
+
+
+# Looked up once here, so that the child between fork and exec only makes the call.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the benchmark dies, so none outlives it."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def base_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment without relay settings a user may have set, plus `extra`."""
+    own = ("GRSAI_", "PUBLIC_", "DATABASE_", "SQLITE_", "VERIFY_", "LOG_", "SUBMIT_", "MIRROR_")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(own)}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(SCRIPTS), str(ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    """A server subprocess on 127.0.0.1 that we started and must stop."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    health: str = "/healthz"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        """Where its output goes."""
+        return self.workdir / f"{self.name}-{self.port}.log"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        """Start it and wait until `health` answers."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603  # our own interpreter and scripts
+                [*self.argv, "--port", str(self.port)],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+            try:
+                if httpx.get(self.url + self.health, timeout=1.0).status_code < 500:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"{self.name} did not come up within {timeout} s")
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss(self) -> int:
+        """Its resident set size in bytes."""
+        return rss_bytes(self.pid)
+
+    def restart(self) -> Server:
+        """Stop, then start afresh on the same port."""
+        self.stop()
+        return self.start()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, wait (SIGKILL if it hangs); return the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(timeout=10)
+
+
+def cli(workdir: Path, env: dict[str, str], *args: str) -> str:
+    """Run a `grsai-relay` subcommand (`python -m service ...`); return its stdout."""
+    done = subprocess.run(  # noqa: S603  # our own CLI with fixed arguments
+        [sys.executable, "-m", "service", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return done.stdout.decode()
+
+
+def relay_env(db: Path, simulator_url: str, port: int, **extra: str) -> dict[str, str]:
+    """The relay's settings for a benchmark run (the simulator plays GrsAI)."""
+    return base_env(
+        {
+            "GRSAI_API_KEY": UPSTREAM_KEY,
+            "GRSAI_BASE_URL": simulator_url,
+            "DATABASE_URL": f"sqlite:///{db}",
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "LOG_LEVEL": "warning",
+            "SUBMIT_RATE_PER_MINUTE": "0",
+            "FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
+            "ASSET_DIR": str(db.parent / "assets"),
+            # Seeded tasks are unknown to the simulator: keep the poller from polling them.
+            "CALLBACK_SILENCE": "86400",
+            "MIRROR_RESULTS": "false",
+            **extra,
+        }
+    )
+
+
+def relay(workdir: Path, db: Path, simulator_url: str, **extra: str) -> Server:
+    """The relay, started as a user would: `python -m service serve --port P`."""
+    port = free_port()
+    env = relay_env(db, simulator_url, port, **extra)
+    argv = [sys.executable, "-m", "service", "serve"]
+    return Server("relay", argv, env, workdir, port=port).start()
+
+
+def baseline(workdir: Path) -> Server:
+    """The ceiling app (`scripts/bench_baseline.py`), under the relay's uvicorn settings."""
+    argv = [sys.executable, str(SCRIPTS / "bench_baseline.py")]
+    return Server("baseline", argv, base_env({}), workdir, health="/hello").start()
+
+
+def simulator(workdir: Path) -> Server:
+    """The GrsAI simulator, quiet, with progress so slow that it sends no callbacks mid-run."""
+    argv = [sys.executable, "-m", "benchlib.simulator", "--api-key", UPSTREAM_KEY]
+    return Server("simulator", argv, base_env({}), workdir, health="/_sim/stats").start()

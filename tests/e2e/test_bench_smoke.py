@@ -1,0 +1,73 @@
+"""`scripts/bench --smoke` keeps working: every scenario runs and lands in both reports.
+
+Only that the benchmark runs end to end is checked, never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.harness import ROOT
+
+SCENARIOS = (
+    "callbacks_normal",
+    "callbacks_full",
+    "lookups_10000",
+    "submit_direct_c1",
+    "submit_relay_c1",
+    "submit_direct_c16",
+    "submit_relay_c16",
+    "mixed",
+    "soak",
+)
+
+
+def test_bench_smoke_runs_every_scenario_and_writes_both_reports(tmp_path: Path) -> None:
+    """The smoke run (Python generator, tiny durations) exits 0 with every scenario reported."""
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            "--smoke",
+            "--generator",
+            "python",
+            "--duration",
+            "0.5",
+            "--soak",
+            "1",
+            "--connections",
+            "8",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=55,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    [md] = out.glob("*.md")
+    [js] = out.glob("*.json")
+    report = json.loads(js.read_text())
+    assert set(report["ceilings"]) == {"hello", "post_noop"}
+    assert all(len(found["measurements"]) == 2 for found in report["ceilings"].values())
+    runs = {run["key"]: run for run in report["runs"]}
+    assert set(SCENARIOS) <= set(runs)
+    assert all(runs[key]["requests"] > 0 for key in SCENARIOS)
+    assert runs["callbacks_normal"]["extra"]["outcomes"]
+    assert "soak: growth" in report["memory_bytes"]
+    assert "database bytes per submitted task" in report["storage"]
+    assert {t["name"] for t in report["targets"]} >= {
+        "callbacks durable (NORMAL)",
+        "callbacks durable (FULL)",
+        "status lookups, 10,000 tasks",
+        "RSS growth over the soak",
+        "submission added p50, 1 connection(s)",
+    }
+    text = md.read_text()
+    for title in ("callbacks, SQLITE_SYNCHRONOUS=FULL", "GET /v1/tasks/{id}", "soak: mixed"):
+        assert title in text
