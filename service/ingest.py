@@ -16,7 +16,7 @@ from service.credentials import hash_secret, token_well_formed
 from service.errors import BadRequest, NotFound, UpstreamError
 from service.jsonbody import loads_object
 from service.observation import Observation, parse_task_object
-from service.records import TERMINAL, Task
+from service.records import TERMINAL, Task, TaskRef
 from service.schedule import PollPolicy
 from service.storage import Event, Storage
 from service.transitions import Decision, decide
@@ -68,7 +68,7 @@ class CallbackIngestor:
         self._on_final = on_final
         self._verifying: dict[str, asyncio.Lock] = {}
 
-    async def find_task(self, token: str) -> Task:
+    async def find_task(self, token: str) -> TaskRef:
         """The task a callback token belongs to; 404 with no detail otherwise."""
         task = None
         if token_well_formed(token):
@@ -77,7 +77,7 @@ class CallbackIngestor:
             raise NotFound("not found")
         return task
 
-    async def receive(self, task: Task, raw: bytes) -> str:
+    async def receive(self, task: TaskRef, raw: bytes) -> str:
         """Store and apply one callback body; return its outcome."""
         now = self._clock.now()
         try:
@@ -115,13 +115,14 @@ class CallbackIngestor:
             if not lock.locked():
                 self._verifying.pop(task.id, None)
 
-    async def _apply(self, task: Task, truth: Observation, event: Event, now: float) -> str:
+    async def _apply(self, task: TaskRef, truth: Observation, event: Event, now: float) -> str:
         result = await self._storage.apply(
             task.id,
             lambda current: with_schedule(
                 decide(current, truth, now, mirror=self._mirror), current, self._policy, now
             ),
             event,
+            payload=False,
         )
         if result is None:
             raise NotFound("not found")
@@ -129,7 +130,7 @@ class CallbackIngestor:
             self._on_final()
         return event.outcome or result[0].outcome
 
-    async def _check(self, task: Task, claimed: Observation) -> Verdict:
+    async def _check(self, task: TaskRef, claimed: Observation) -> Verdict:
         polled = await self._poll_once(task.upstream_id or claimed.upstream_id)
         if polled is None:
             return Verdict(None, False, "terminal callback not yet confirmable by poll")
@@ -146,7 +147,7 @@ class CallbackIngestor:
         except UpstreamError:
             return None  # the caller defers to the poller
 
-    async def _defer(self, task: Task, event: Event, detail: str, now: float) -> str:
+    async def _defer(self, task: TaskRef, event: Event, detail: str, now: float) -> str:
         """Keep the callback, and have the poller confirm the task as soon as possible."""
         deferred = Event(task.id, "callback", now, event.body, outcome="deferred", detail=detail)
         await self._storage.apply(
@@ -155,12 +156,15 @@ class CallbackIngestor:
                 "deferred", {} if current.terminal else {"next_poll_at": now}, detail
             ),
             deferred,
+            payload=False,
         )
         return "deferred"
 
-    async def _reject(self, task: Task, raw: bytes, now: float, detail: str) -> None:
+    async def _reject(self, task: TaskRef, raw: bytes, now: float, detail: str) -> None:
         event = Event(task.id, "callback", now, raw, outcome="rejected", detail=detail)
-        await self._storage.apply(task.id, lambda _: Decision("rejected", detail=detail), event)
+        await self._storage.apply(
+            task.id, lambda _: Decision("rejected", detail=detail), event, payload=False
+        )
 
 
 def poll_event(task: Task, obs: Observation, now: float) -> Event:

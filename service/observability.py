@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import REQUEST_ID, redact
@@ -22,6 +23,7 @@ class RequestContext:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._cache: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request inside its context and account for it."""
@@ -49,23 +51,42 @@ class RequestContext:
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.request_seconds.labels(route, method).observe(elapsed)
-            params = scope.get("path_params") or {}
-            log.info(
-                "%s %s %d",
-                method,
-                redact(scope["path"]),
-                status,
-                extra={
-                    "event": "request",
-                    "method": method,
-                    "path": redact(scope["path"]),
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "task_id": params.get("task_id"),
-                },
-            )
+            count, latency = self._children(route, scope["method"], status)
+            count.inc()
+            latency.observe(elapsed)
+            if log.isEnabledFor(logging.INFO):  # building the line is work: skip it when off
+                self._log(scope, route, status, elapsed)
             REQUEST_ID.reset(token)
+
+    @staticmethod
+    def _log(scope: Scope, route: str, status: int, elapsed: float) -> None:
+        path = redact(scope["path"])
+        params = scope.get("path_params") or {}
+        log.info(
+            "%s %s %d",
+            scope["method"],
+            path,
+            status,
+            extra={
+                "event": "request",
+                "method": scope["method"],
+                "path": path,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "task_id": params.get("task_id"),
+            },
+        )
+
+    def _children(self, route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+        """The labelled metric children of a route (looked up once, then cached)."""
+        key = (route, method, status)
+        found = self._cache.get(key)
+        if found is None:
+            found = (
+                self.metrics.requests.labels(route, method, str(status)),
+                self.metrics.request_seconds.labels(route, method),
+            )
+            if len(self._cache) < 4096:  # routes are templates, so this stays small
+                self._cache[key] = found
+        return found

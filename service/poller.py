@@ -151,7 +151,9 @@ class Poller:
                 changes |= {"next_poll_at": next_poll, "poll_attempts": attempts}
             return Decision(decision.outcome, changes, decision.detail, decision.copies)
 
-        result = await self._storage.apply(task.id, apply_poll, event if obs.terminal else None)
+        result = await self._storage.apply(
+            task.id, apply_poll, event if obs.terminal else None, payload=False
+        )
         if result is not None and result[0].changes.get("status") in TERMINAL:
             self._on_final()
 
@@ -165,10 +167,13 @@ class Poller:
                 {} if current.terminal else {"next_poll_at": next_poll, "poll_attempts": attempts},
             ),
             None,
+            payload=False,
         )
 
     async def _fail(self, task: Task, reason: str, error: str, now: float) -> None:
         log.warning("task %s failed locally: %s (%s)", task.id, reason, error)
         event = Event(task.id, "local", now, error.encode(), detail=reason)
-        await self._storage.apply(task.id, lambda t: fail_locally(t, reason, error, now), event)
+        await self._storage.apply(
+            task.id, lambda t: fail_locally(t, reason, error, now), event, payload=False
+        )
         self._on_final()

@@ -32,6 +32,20 @@ class ApiKey:
     revoked_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """The few columns the callback path needs to find and check a task (a narrow, fast read)."""
+
+    id: str
+    upstream_id: str | None
+    status: TaskStatus
+
+    @property
+    def terminal(self) -> bool:
+        """True once the task has succeeded or failed for good."""
+        return self.status in TERMINAL
+
+
 @dataclass(slots=True)
 class Task:
     """One generation task, as stored."""

@@ -522,7 +522,7 @@ def _submit_cases() -> list[Case]:
         submit(
             "variants true", 422, val, task_body(model="gpt-image-2", variants=True), "variants"
         ),
-        submit("variants 1.0", 422, val, task_body(model="gpt-image-2", variants=1.0), "variants"),
+        submit("variants 1.5", 422, val, task_body(model="gpt-image-2", variants=1.5), "variants"),
         submit("duration -1", 422, val, task_body(model="sora-2", duration=-1), "duration"),
         submit("duration '10'", 422, val, task_body(model="sora-2", duration="10"), "duration"),
         submit("duration 10**20", 422, val, task_body(model="sora-2", duration=10**20), "duration"),

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from service.records import ApiKey, Asset, Attempt, Delivery, EventOutcome, Task
+from service.records import ApiKey, Asset, Attempt, Delivery, EventOutcome, Task, TaskRef
 from service.transitions import Decision
 
 EventSource = Literal["callback", "poll", "submit", "local"]
@@ -67,8 +67,8 @@ class Storage(Protocol):
     async def task_by_idempotency_key(self, api_key_id: str, key: str) -> Task | None:
         """The task created with this Idempotency-Key by this API key."""
 
-    async def task_by_token_hash(self, token_hash: bytes) -> Task | None:
-        """The task whose callback token hashes to `token_hash`."""
+    async def task_by_token_hash(self, token_hash: bytes) -> TaskRef | None:
+        """The task whose callback token hashes to `token_hash` (id, upstream id, status)."""
 
     async def list_tasks(
         self,
@@ -85,11 +85,18 @@ class Storage(Protocol):
         """Write column changes unconditionally (submission bookkeeping)."""
 
     async def apply(
-        self, task_id: str, decide: Callable[[Task], Decision], event: Event | None
+        self,
+        task_id: str,
+        decide: Callable[[Task], Decision],
+        event: Event | None,
+        *,
+        payload: bool = True,
     ) -> tuple[Decision, Task] | None:
         """Atomically read the task, decide, write the changes and the event with its outcome.
 
-        Returns None when the task does not exist.
+        Returns None when the task does not exist. With `payload=False` the task handed to
+        `decide` (and returned) has its JSON columns (`input`, `results`, `metadata`) left
+        empty: state transitions never read them, and decoding them costs the hot path.
         """
 
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:

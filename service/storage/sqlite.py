@@ -11,7 +11,7 @@ from typing import Any
 import aiosqlite
 
 from service.errors import StorageUnavailable
-from service.records import ApiKey, Task
+from service.records import ApiKey, Task, TaskRef
 from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.migrations import LATEST, MIGRATIONS
 from service.storage.sqlite_assets import SQLiteAssets
@@ -29,6 +29,19 @@ _TASK_COLUMNS = (
     "token_hash", "last_event_at", "next_poll_at", "poll_attempts",
 )  # fmt: skip
 _SELECT_TASK = f"SELECT seq, {', '.join(_TASK_COLUMNS)} FROM tasks"
+# the same columns, with the JSON payload left empty (what state transitions need)
+_SELECT_STATE = (
+    "SELECT seq, "
+    + ", ".join(
+        {
+            "input": "'{}' AS input",
+            "results": "'[]' AS results",
+            "metadata": "NULL AS metadata",
+        }.get(c, c)
+        for c in _TASK_COLUMNS
+    )
+    + " FROM tasks"
+)
 
 
 def _encode(column: str, value: Any) -> Any:
@@ -233,9 +246,11 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         sql = f"{_SELECT_TASK} WHERE api_key_id = ? AND idempotency_key = ?"
         return self._fast_task(sql, (api_key_id, key))
 
-    async def task_by_token_hash(self, token_hash: bytes) -> Task | None:
-        """Fetch by callback-token hash."""
-        return self._fast_task(f"{_SELECT_TASK} WHERE token_hash = ?", (token_hash,))
+    async def task_by_token_hash(self, token_hash: bytes) -> TaskRef | None:
+        """Fetch the callback target by token hash (three columns, no JSON decoding)."""
+        sql = "SELECT id, upstream_id, status FROM tasks WHERE token_hash = ?"
+        rows = self._fast_rows(sql, (token_hash,))
+        return TaskRef(*rows[0]) if rows else None
 
     async def list_tasks(
         self,
@@ -268,12 +283,18 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         await self._write(op)
 
     async def apply(
-        self, task_id: str, decide: Callable[[Task], Decision], event: Event | None
+        self,
+        task_id: str,
+        decide: Callable[[Task], Decision],
+        event: Event | None,
+        *,
+        payload: bool = True,
     ) -> tuple[Decision, Task] | None:
         """Read, decide, write and record the event in one transaction."""
+        select = _SELECT_TASK if payload else _SELECT_STATE
 
         def op(conn: sqlite3.Connection) -> tuple[Decision, Task] | None:
-            task = _one(conn, f"{_SELECT_TASK} WHERE id = ?", (task_id,))
+            task = _one(conn, f"{select} WHERE id = ?", (task_id,))
             if task is None:
                 return None
             decision = decide(task)
