@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.context import services
 from service.errors import StorageUnavailable
 from service.jsonbody import read_body
 
-ACK = {"code": 0, "msg": "success"}
+ACK = b'{"code":0,"msg":"success"}'  # what GrsAI expects; built once
 
 
-async def grsai_callback(request: Request) -> JSONResponse:
+async def grsai_callback(request: Request) -> Response:
     """Authenticate by token, store the raw body with its outcome, then acknowledge."""
     svc = services(request)
     outcome = "unknown_token"
@@ -30,7 +30,7 @@ async def grsai_callback(request: Request) -> JSONResponse:
         raise
     finally:
         svc.metrics.callbacks.labels(outcome).inc()
-    return JSONResponse(ACK)
+    return Response(ACK, media_type="application/json")
 
 
 routes = [Route("/webhooks/grsai/{token}", grsai_callback, methods=["POST"])]

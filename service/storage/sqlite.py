@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +29,14 @@ _TASK_COLUMNS = (
     "updated_at", "completed_at", "submit_state", "idempotency_key", "request_hash",
     "token_hash", "last_event_at", "next_poll_at", "poll_attempts",
 )  # fmt: skip
-_SELECT_TASK = f"SELECT seq, {', '.join(_TASK_COLUMNS)} FROM tasks"
+# Columns in the order of `Task`'s fields, so a row becomes a Task positionally (hot path).
+_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
+assert set(_FIELDS) == {*_TASK_COLUMNS, "seq"}
+_JSON_AT = tuple(i for i, name in enumerate(_FIELDS) if name in _JSON_COLUMNS)
+_SELECT_TASK = f"SELECT {', '.join(_FIELDS)} FROM tasks"
 # the same columns, with the JSON payload left empty (what state transitions need)
-_SELECT_STATE = (
-    "SELECT seq, "
-    + ", ".join(
-        {
-            "input": "'{}' AS input",
-            "results": "'[]' AS results",
-            "metadata": "NULL AS metadata",
-        }.get(c, c)
-        for c in _TASK_COLUMNS
-    )
-    + " FROM tasks"
-)
+_EMPTY_PAYLOAD = {"input": "'{}' AS input", "results": "'[]' AS results", "metadata": "NULL"}
+_SELECT_STATE = f"SELECT {', '.join(_EMPTY_PAYLOAD.get(c, c) for c in _FIELDS)} FROM tasks"
 
 
 def _encode(column: str, value: Any) -> Any:
@@ -50,12 +45,13 @@ def _encode(column: str, value: Any) -> Any:
     return value
 
 
-def _task(row: sqlite3.Row) -> Task:
-    values = {k: row[k] for k in row.keys()}  # noqa: SIM118  # sqlite3.Row is not a Mapping
-    for column in _JSON_COLUMNS:
-        if values[column] is not None:
-            values[column] = json.loads(values[column])
-    return Task(**values)
+def _task(row: Sequence[Any]) -> Task:
+    values = list(row)
+    for i in _JSON_AT:
+        text = values[i]
+        if text is not None:
+            values[i] = [] if text == "[]" else {} if text == "{}" else json.loads(text)
+    return Task(*values)
 
 
 def _one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Task | None:
