@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from benchlib.plan import Plan, RequestMaker
 
 
