@@ -43,6 +43,8 @@ def demo_settings(settings: Settings, simulator_url: str, host: str, port: int) 
             "grsai_base_url": simulator_url,
             "public_base_url": public,
             "fetch_allow_networks": "127.0.0.1/32",  # the simulator serves result files here
+            # a local receiver for signed callbacks is the point of a demo
+            "delivery_allow_networks": settings.delivery_allow_networks or "127.0.0.0/8",
         }
     )
 
