@@ -66,7 +66,7 @@ class CallbackIngestor:
         self._verify_timeout = verify_timeout
         self._mirror = mirror
         self._on_final = on_final
-        self._verifying: dict[str, asyncio.Lock] = {}
+        self._verifying: dict[str, tuple[asyncio.Lock, int]] = {}  # task id -> (lock, users)
 
     async def find_task(self, token: str) -> TaskRef:
         """The task a callback token belongs to; 404 with no detail otherwise."""
@@ -93,7 +93,8 @@ class CallbackIngestor:
             return await self._apply(task, obs, event, now)
         # One verification per task at a time: a concurrent terminal callback waits, then finds
         # the task final (a duplicate) instead of polling GrsAI again.
-        lock = self._verifying.setdefault(task.id, asyncio.Lock())
+        lock, users = self._verifying.get(task.id, (asyncio.Lock(), 0))
+        self._verifying[task.id] = (lock, users + 1)
         try:
             async with lock:
                 current = await self._storage.task(task.id)
@@ -112,8 +113,12 @@ class CallbackIngestor:
                 )
                 return await self._apply(task, verdict.observation, event, now)
         finally:
-            if not lock.locked():
-                self._verifying.pop(task.id, None)
+            # forget the lock only when no other callback still holds or waits for it
+            lock, users = self._verifying[task.id]
+            if users == 1:
+                del self._verifying[task.id]
+            else:
+                self._verifying[task.id] = (lock, users - 1)
 
     async def _apply(self, task: TaskRef, truth: Observation, event: Event, now: float) -> str:
         result = await self._storage.apply(
