@@ -1,7 +1,7 @@
 """Benchmark grsai-relay against the ceilings of its own stack, in one run on one machine.
 
     scripts/bench [--quick | --smoke] [--duration S] [--connections N] [--tasks 10k,1m]
-                  [--out DIR] [--generator auto|wrk|python] [--keep]
+                  [--out DIR] [--generator auto|wrk|python] [--keep] [--only LIST]
 
 Starts, on 127.0.0.1 only: the GrsAI simulator, a bare Starlette app under the relay's uvicorn
 settings (the `hello` and `post_noop` ceilings), and the relay itself as a user runs it
@@ -52,6 +52,21 @@ def task_counts(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"not a task count: {part!r} (e.g. 10k, 1m, 50000)")
         counts.append(int(found[1]) * {"": 1, "k": 1000, "m": 1_000_000}[found[2]])
     return counts
+
+
+SCENARIOS = ("callbacks", "lookups", "submissions", "mixed", "soak")
+
+
+def scenario_names(text: str) -> frozenset[str]:
+    """`callbacks,lookups`: a subset of SCENARIOS."""
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(names - set(SCENARIOS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown) or '(none)'};"
+            f" choose from {','.join(SCENARIOS)}"
+        )
+    return names
 
 
 def seconds(text: str) -> float:
@@ -117,6 +132,12 @@ def parser() -> argparse.ArgumentParser:
         help="auto: wrk (installed if missing and possible), else Python",
     )
     top.add_argument("--keep", action="store_true", help="keep the work directory (databases)")
+    top.add_argument(
+        "--only",
+        type=scenario_names,
+        metavar="LIST",
+        help=f"run only these scenarios (ceilings always run): {','.join(SCENARIOS)}",
+    )
     return top
 
 
@@ -234,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="grsai-bench-"))
     clock = time.monotonic()
     try:
-        run_all(Bench(cfg, generator, workdir, results))
+        run_all(Bench(cfg, generator, workdir, results), ns.only or frozenset(SCENARIOS))
     finally:
         if ns.keep:
             print(f"bench: work directory kept: {workdir}", file=sys.stderr)
@@ -249,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_all(bench: Bench) -> None:
-    """Every scenario in order; servers stopped whatever happens."""
+def run_all(bench: Bench, only: frozenset[str]) -> None:
+    """The chosen scenarios in order; servers stopped whatever happens."""
     sim = procs.simulator(bench.workdir)
     stack: list[Callable[[], object]] = [sim.stop]
     try:
@@ -258,12 +279,21 @@ def run_all(bench: Bench) -> None:
         stack.append(baseline.stop)
         bench.ceilings(baseline)
         bench.seed_all()
-        bench.callbacks(sim, "NORMAL")
-        bench.callbacks(sim, "FULL")
-        bench.lookups(sim)
-        bench.submissions(sim)
-        bench.mixed(sim)
-        bench.soak(sim)
+
+        def callbacks() -> None:
+            bench.callbacks(sim, "NORMAL")
+            bench.callbacks(sim, "FULL")
+
+        scenarios: dict[str, Callable[[], None]] = {
+            "callbacks": callbacks,
+            "lookups": lambda: bench.lookups(sim),
+            "submissions": lambda: bench.submissions(sim),
+            "mixed": lambda: bench.mixed(sim),
+            "soak": lambda: bench.soak(sim),
+        }
+        for name in SCENARIOS:
+            if name in only:
+                scenarios[name]()
         bench.ceilings(baseline)
     finally:
         for stop in reversed(stack):

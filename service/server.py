@@ -9,6 +9,7 @@ forever. `DeadlineH11Protocol` closes any connection whose request head is not c
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import signal
 from typing import Any
@@ -73,6 +74,17 @@ def protocol_class(header_timeout: float) -> type[DeadlineH11Protocol]:
     return type("RelayH11Protocol", (DeadlineH11Protocol,), {"header_timeout": header_timeout})
 
 
+def settle_heap() -> None:
+    """Move everything built so far (modules, the app) out of the cyclic GC's sight.
+
+    Those objects live as long as the process, yet every full collection would walk them
+    again; under load that was about a tenth of the event loop's time. Garbage made while
+    serving is still collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve(app: Starlette, settings: Settings, host: str, port: int) -> None:
     """Run `app` until SIGINT/SIGTERM, then drain in-flight requests within SHUTDOWN_TIMEOUT.
 
@@ -81,6 +93,7 @@ def serve(app: Starlette, settings: Settings, host: str, port: int) -> None:
     the process exits 0.
     """
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    settle_heap()
     try:
         _run(app, settings, host, port)
     finally:

@@ -115,7 +115,13 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
     async def open(self) -> None:
         """Create the file if needed, switch to WAL, migrate, start the writer and readers."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        writer = GroupCommitWriter(self._writer_connection, self._batch_max, self._on_commit)
+        writer = GroupCommitWriter(
+            self._writer_connection,
+            self._batch_max,
+            self._on_commit,
+            busy_timeout_ms=self._busy_timeout_ms,
+            commit_in_thread=self._synchronous.upper() in ("FULL", "EXTRA"),
+        )
         try:
             await writer.call(_migrate)
             # On the event loop: never wait long for a lock (WAL readers almost never have to).

@@ -17,8 +17,8 @@ T = TypeVar("T")
 class SQLiteBase:
     """Three ways in, each for its kind of work.
 
-    - `_write(op)`: a write (or a read that must see the writer's view), group-committed on
-      the writer thread.
+    - `_write(op)`: a write (or a read that must see the writer's view), group-committed by
+      the writer; `heavy=True` for one that may take long (its batch leaves the event loop).
     - `_fast_rows(sql, params)`: a short indexed read run right on the event loop through its
       own read-only connection: a thread hop would cost more than the read itself (WAL
       readers never wait for the writer).
@@ -29,10 +29,10 @@ class SQLiteBase:
     _reader: aiosqlite.Connection | None
     _fast: sqlite3.Connection | None
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, heavy: bool = False) -> T:
         if self._writer is None:
             raise StorageUnavailable("database is not open")
-        return await self._writer.submit(op)
+        return await self._writer.submit(op, heavy=heavy)
 
     def _fast_rows(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         if self._fast is None:

@@ -195,5 +195,5 @@ class SQLiteDeliveries(SQLiteBase):
             )
             return int(cur.rowcount)
 
-        result: int = await self._write(op)
+        result: int = await self._write(op, heavy=True)  # may touch many rows
         return result

@@ -102,7 +102,9 @@ class SQLiteOps(SQLiteBase):
             raise ValueError("batch must be at least 1")
         totals = dict.fromkeys(PURGE_KEYS, 0)
         while True:
-            counts: dict[str, int] = await self._write(_purge_batch(completed_before, batch))
+            counts: dict[str, int] = await self._write(
+                _purge_batch(completed_before, batch), heavy=True
+            )
             for table, count in counts.items():
                 totals[table] += count
             if counts["tasks"] < batch:

@@ -1,16 +1,23 @@
 """Group commit for SQLite: many writes share one transaction, each acknowledged after COMMIT.
 
-A write is a plain function taking the `sqlite3` connection. All writes run on one dedicated
-thread that owns the write connection: the queued writes of a batch go to that thread in a
-single hop and run in one `BEGIN IMMEDIATE ... COMMIT`, each inside its own SAVEPOINT so one
+A write is a plain function taking the `sqlite3` connection. Queued writes are taken in batches;
+a batch runs in one `BEGIN IMMEDIATE ... COMMIT`, each write inside its own SAVEPOINT so one
 failing write rolls back alone. Every caller's future is resolved only once the COMMIT holding
 its write has returned, so nothing is acknowledged before it is durable.
+
+Where a batch runs: its statements are short indexed writes, so they run right on the event
+loop (a thread would cost more in GIL hand-offs than the statements themselves). Whatever may
+wait goes to the writer's own thread: the COMMIT when it must fsync (`synchronous=FULL`), a
+batch that finds the database locked by another process (it waits there for up to the busy
+timeout), and heavy writes (bulk deletes). The loop's connection never checkpoints; a
+background checkpointer on its own connection and thread copies the WAL back instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -22,6 +29,9 @@ from service.errors import StorageUnavailable
 T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
+Queued = tuple[WriteOp, "asyncio.Future[Any]", bool]  # op, its caller's future, heavy
+
+log = logging.getLogger("grsai_relay.storage")
 
 
 def storage_error(exc: BaseException) -> StorageUnavailable:
@@ -29,54 +39,80 @@ def storage_error(exc: BaseException) -> StorageUnavailable:
     return StorageUnavailable(f"database unavailable: {exc}")
 
 
-def _run_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[Outcome]:
-    """Run `ops` in one transaction (writer thread). Raises if the batch as a whole failed."""
+def _run_ops(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[Outcome]:
+    """Run `ops` inside the open transaction, each in a SAVEPOINT; raise if the batch failed."""
     outcomes: list[Outcome] = []
+    for op in ops:
+        conn.execute("SAVEPOINT op")
+        try:
+            value = op(conn)
+        except sqlite3.IntegrityError as exc:  # this write's own conflict
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            outcomes.append((False, exc))
+            continue
+        except sqlite3.Error:
+            raise  # the whole transaction is in doubt: fail the batch
+        except Exception as exc:  # an op's own error belongs to its caller only
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            outcomes.append((False, exc))
+            continue
+        conn.execute("RELEASE op")
+        outcomes.append((True, value))
+    return outcomes
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK")
+
+
+def _run_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[Outcome]:
+    """Run `ops` in one transaction. Raises if the batch as a whole failed."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for op in ops:
-            conn.execute("SAVEPOINT op")
-            try:
-                value = op(conn)
-            except sqlite3.IntegrityError as exc:  # this write's own conflict
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                outcomes.append((False, exc))
-                continue
-            except sqlite3.Error:
-                raise  # the whole transaction is in doubt: fail the batch
-            except Exception as exc:  # an op's own error belongs to its caller only
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                outcomes.append((False, exc))
-                continue
-            conn.execute("RELEASE op")
-            outcomes.append((True, value))
+        outcomes = _run_ops(conn, ops)
         conn.execute("COMMIT")
     except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     return outcomes
 
 
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class GroupCommitWriter:
-    """Owns the write connection on its own thread and commits queued writes in batches."""
+    """Owns the write connection and commits queued writes in batches (see module doc)."""
 
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
         batch_max: int,
         on_commit: Callable[[float, int], None] | None = None,
+        *,
+        busy_timeout_ms: int = 5000,
+        commit_in_thread: bool = False,
+        checkpoint_every: float = 0.5,
     ) -> None:
         self._connect = connect
         self._batch_max = batch_max
         self.on_commit = on_commit
+        self._busy_timeout_ms = busy_timeout_ms
+        self._commit_in_thread = commit_in_thread
+        self._checkpoint_every = checkpoint_every
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
         self._conn: sqlite3.Connection | None = None
-        self._queue: asyncio.Queue[tuple[WriteOp, asyncio.Future[Any]]] = asyncio.Queue()
+        self._ckpt_conn: sqlite3.Connection | None = None
+        self._queue: asyncio.Queue[Queued] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._ckpt_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._commits = 0  # since the last checkpoint
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the writer thread outside any batch (open, migrate, close)."""
@@ -84,52 +120,72 @@ class GroupCommitWriter:
         return await loop.run_in_executor(self._executor, self._with_conn, fn)
 
     def _with_conn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._connection())
+
+    def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = self._connect()
-        return fn(self._conn)
+        return self._conn
 
     def start(self) -> None:
-        """Start the batching loop."""
-        self._task = asyncio.create_task(self._run(), name="sqlite-group-commit")
+        """Start the batching loop and the checkpointer; the loop's connection stops waiting."""
+        conn = self._connection()
+        conn.execute("PRAGMA busy_timeout = 0")  # on the loop: a lock sends the batch away
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer does it off the loop
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="sqlite-group-commit")
+        self._ckpt_task = self._loop.create_task(self._checkpoints(), name="sqlite-checkpoint")
 
-    async def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue `op` and return its result once it is committed."""
-        if self._closing or self._task is None or self._task.done():
+    async def submit(self, op: Callable[[sqlite3.Connection], T], *, heavy: bool = False) -> T:
+        """Queue `op` and return its result once it is committed.
+
+        `heavy`: the write may take long (a bulk delete), so its batch runs on the thread.
+        """
+        if self._closing or self._loop is None or self._task is None or self._task.done():
             raise StorageUnavailable("database writer is not running")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((op, future))
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put_nowait((op, future, heavy))
         return await future
 
     async def close(self) -> None:
-        """Refuse new writes, commit the queued ones, close the connection and the thread."""
+        """Refuse new writes, commit the queued ones, close the connections and threads."""
         self._closing = True
         if self._task is not None:
             await self._queue.join()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._ckpt_task is not None:
+            self._ckpt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ckpt_task
+        loop = asyncio.get_running_loop()
+        if self._ckpt_conn is not None:
+            ckpt, self._ckpt_conn = self._ckpt_conn, None
+            await loop.run_in_executor(self._checkpointer, ckpt.close)
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+            await loop.run_in_executor(self._executor, conn.close)
+        self._checkpointer.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             started = time.perf_counter()
             try:
-                ops = [op for op, _ in batch]
-                outcomes = await loop.run_in_executor(self._executor, self._commit, ops)
+                ops = [op for op, _, _ in batch]
+                outcomes = await self._commit(ops, heavy=any(h for _, _, h in batch))
             except Exception as exc:  # the batch did not commit: every caller hears so
                 error = storage_error(exc)
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(error)
             else:
-                for (ok, value), (_, future) in zip(outcomes, batch, strict=True):
+                self._commits += 1
+                for (ok, value), (_, future, _) in zip(outcomes, batch, strict=True):
                     if future.done():  # the caller gave up; its write is committed anyway
                         continue
                     if ok:
@@ -142,7 +198,59 @@ class GroupCommitWriter:
                 for _ in batch:
                     self._queue.task_done()
 
-    def _commit(self, ops: list[WriteOp]) -> list[Outcome]:
-        if self._conn is None:
-            self._conn = self._connect()
-        return _run_batch(self._conn, ops)
+    async def _commit(self, ops: list[WriteOp], *, heavy: bool) -> list[Outcome]:
+        """Run one batch: on the loop when nothing in it may wait, else on the thread."""
+        if heavy:
+            return await self._in_thread(ops)
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+            return await self._in_thread(ops)  # another process writes: wait there, not here
+        try:
+            outcomes = _run_ops(conn, ops)
+            if self._commit_in_thread:  # an fsync: let the loop go on meanwhile
+                await self._running().run_in_executor(self._executor, conn.execute, "COMMIT")
+            else:
+                conn.execute("COMMIT")
+        except Exception:
+            _rollback(conn)
+            raise
+        return outcomes
+
+    def _running(self) -> asyncio.AbstractEventLoop:
+        """The loop `start` ran on (asking asyncio for it costs a getpid() call on 3.11)."""
+        assert self._loop is not None
+        return self._loop
+
+    async def _in_thread(self, ops: list[WriteOp]) -> list[Outcome]:
+        """Run a batch on the writer thread, waiting up to the busy timeout for the lock."""
+        return await self._running().run_in_executor(self._executor, self._patient_batch, ops)
+
+    def _patient_batch(self, ops: list[WriteOp]) -> list[Outcome]:
+        conn = self._connection()
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        try:
+            return _run_batch(conn, ops)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+
+    async def _checkpoints(self) -> None:
+        """Copy the WAL back into the database file now and then, off the event loop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._checkpoint_every)
+            if not self._commits:
+                continue
+            self._commits = 0
+            try:
+                await loop.run_in_executor(self._checkpointer, self._checkpoint)
+            except sqlite3.Error as exc:  # the next round tries again
+                log.warning("WAL checkpoint failed: %s", exc, extra={"event": "checkpoint"})
+
+    def _checkpoint(self) -> None:
+        if self._ckpt_conn is None:
+            self._ckpt_conn = self._connect()
+        self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -454,10 +454,11 @@ async def test_purge_works_in_batches(storage: Ops) -> None:
     writes = 0
     original = storage._write
 
-    async def counting(op: Any) -> Any:
+    async def counting(op: Any, *, heavy: bool = False) -> Any:
         nonlocal writes
         writes += 1
-        return await original(op)
+        assert heavy  # a bulk delete leaves the event loop
+        return await original(op, heavy=heavy)
 
     storage._write = counting  # type: ignore[method-assign]  # count the transactions
     assert (await storage.purge_tasks(LONG_AGO + 100, 3))["tasks"] == 7
