@@ -6,6 +6,7 @@ uvicorn --factory service.app:create_app
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -221,16 +222,22 @@ def create_app(
             await svc.storage.close()
 
     app = Starlette(
-        routes=[
-            *health.routes,
+        routes=[  # matched in order: the busiest first
+            *webhooks.routes,
             *tasks.routes,
+            *health.routes,
             *results.routes,
             *deliveries.routes,
-            *webhooks.routes,
             *metrics_routes.routes,
             *docs.routes,
         ],
-        middleware=[Middleware(RequestContext, metrics=svc.metrics)],
+        middleware=[
+            Middleware(
+                RequestContext,
+                metrics=svc.metrics,
+                id_prefix=hashlib.sha256(svc.entropy.token(16).encode()).hexdigest()[:16],
+            )
+        ],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
     )

@@ -25,11 +25,13 @@ def _finite_float(text: str) -> float:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key[:40]!r}")
-        obj[key] = value
+    obj = dict(pairs)  # the common case is decided in C
+    if len(obj) < len(pairs):  # a key came twice: name the first repeat
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:40]!r}")
+            seen.add(key)
     return obj
 
 
@@ -81,14 +83,15 @@ def loads_strict(raw: bytes) -> Any:
     return value
 
 
+# Stateless and built once: `json.loads` with hooks would build a decoder on every call.
+_STRICT = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_no_duplicates
+)
+
+
 def _decode(text: str) -> Any:
     try:
-        return json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            object_pairs_hook=_no_duplicates,
-        )
+        return _STRICT.decode(text)
     except RecursionError as exc:
         raise BadRequest("JSON is nested too deeply", code="invalid_json") from exc
     except ValueError as exc:  # JSONDecodeError is a ValueError; so are the hooks' refusals

@@ -22,6 +22,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._database: _DatabaseCollector | None = None
+        self._callback_counts: dict[str, Any] = {}  # outcome -> its labelled child
         r = self.registry
         self.requests = Counter(
             "grsai_relay_http_requests", "HTTP requests", ["route", "method", "status"], registry=r
@@ -86,6 +87,13 @@ class Metrics:
         """Run the scrape-time database queries (before rendering /metrics)."""
         if self._database is not None:
             await self._database.refresh()
+
+    def count_callback(self, outcome: str) -> None:
+        """Count one GrsAI callback (the labelled child is looked up once per outcome)."""
+        child = self._callback_counts.get(outcome)
+        if child is None:
+            child = self._callback_counts[outcome] = self.callbacks.labels(outcome)
+        child.inc()
 
     def time_commit(self, started: float, batch: int) -> None:
         """Record one group commit."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
-import uuid
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,18 +20,25 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 class RequestContext:
     """ASGI middleware wrapping every HTTP request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, id_prefix: str) -> None:
         self.app = app
         self.metrics = metrics
         self._cache: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # Generated ids: a random per-process prefix and a counter, 32 hex digits in all
+        # (unique without asking the OS for randomness on every request).
+        self._id_prefix = id_prefix
+        self._serial = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request inside its context and account for it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        text = incoming.decode("latin-1")
+        request_id = (
+            text if _REQUEST_ID.fullmatch(text) else f"{self._id_prefix}{next(self._serial):016x}"
+        )
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -29,7 +29,7 @@ async def grsai_callback(request: Request) -> Response:
         outcome = "storage_unavailable"
         raise
     finally:
-        svc.metrics.callbacks.labels(outcome).inc()
+        svc.metrics.count_callback(outcome)
     return Response(ACK, media_type="application/json")
 
 

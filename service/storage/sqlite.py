@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -343,13 +344,22 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
             return [Event(*row) for row in await cur.fetchall()]
 
 
-def _update(conn: sqlite3.Connection, task_id: str, changes: dict[str, Any]) -> None:
-    unknown = set(changes) - set(_TASK_COLUMNS)
+_COLUMN_SET = frozenset(_TASK_COLUMNS)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    """`UPDATE tasks SET a = ?, b = ? WHERE id = ?` for known columns (a handful of shapes)."""
+    unknown = set(columns) - _COLUMN_SET
     if unknown:
         raise ValueError(f"unknown task columns: {sorted(unknown)}")
-    assignments = ", ".join(f"{column} = ?" for column in changes)
-    values = [_encode(c, v) for c, v in changes.items()]
-    conn.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", (*values, task_id))
+    return f"UPDATE tasks SET {', '.join(f'{column} = ?' for column in columns)} WHERE id = ?"
+
+
+def _update(conn: sqlite3.Connection, task_id: str, changes: dict[str, Any]) -> None:
+    sql = _update_sql(tuple(changes))
+    values = [_encode(c, v) if c in _JSON_COLUMNS else v for c, v in changes.items()]
+    conn.execute(sql, (*values, task_id))
 
 
 def _insert_event(conn: sqlite3.Connection, event: Event, decision: Decision) -> None:
