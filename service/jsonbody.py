@@ -8,7 +8,8 @@ import math
 import re
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from service.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
@@ -110,25 +111,43 @@ def loads_object(raw: bytes) -> dict[str, Any]:
 
 async def read_body(request: Request, limit: int, deadline: float | None = None) -> bytes:
     """Read the request body: at most `limit` bytes (413), within `deadline` seconds (408)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
-            raise BadRequest("Content-Length is not a valid number")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"body is larger than {limit} bytes", limit=limit)
+    return await receive_body(request.scope, request.receive, limit, deadline)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not (value.isascii() and value.isdigit()) or len(value) > 18:
+                raise BadRequest("Content-Length is not a valid number")
+            return int(value)
+    return None
+
+
+async def receive_body(
+    scope: Scope, receive: Receive, limit: int, deadline: float | None = None
+) -> bytes:
+    """`read_body` for a plain ASGI endpoint: the same limits, errors and deadline."""
+    declared = _declared_length(scope)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"body is larger than {limit} bytes", limit=limit)
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(deadline):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # http.disconnect
+                    raise BadRequest(
+                        "client disconnected before sending the whole body",
+                        code="client_disconnected",
+                    )
+                chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"body is larger than {limit} bytes", limit=limit)
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError as exc:
         raise RequestTimeout(f"the body did not arrive within {deadline:g} s") from exc
-    except ClientDisconnect as exc:  # nobody is left to answer; end quietly, no traceback
-        raise BadRequest(
-            "client disconnected before sending the whole body", code="client_disconnected"
-        ) from exc
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,36 +1,47 @@
-"""GrsAI's callbacks: POST /webhooks/grsai/{token}."""
+"""GrsAI's callbacks: POST /webhooks/grsai/{token}.
+
+The busiest endpoint, so it is a plain ASGI endpoint: no Request or Response objects, the
+body read straight from `receive`. Errors are raised as usual and answered by the app's one
+error handler.
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from service.context import services
+from service.context import Services
 from service.errors import StorageUnavailable
-from service.jsonbody import read_body
+from service.jsonbody import receive_body
 
 ACK = b'{"code":0,"msg":"success"}'  # what GrsAI expects; built once
+_ACK_HEADERS = ((b"content-type", b"application/json"), (b"content-length", b"%d" % len(ACK)))
 
 
-async def grsai_callback(request: Request) -> Response:
-    """Authenticate by token, store the raw body with its outcome, then acknowledge."""
-    svc = services(request)
-    outcome = "unknown_token"
-    try:
-        task = await svc.ingestor.find_task(request.path_params["token"])
-        outcome = "refused_body"
-        raw = await read_body(
-            request, svc.settings.webhook_max_body_bytes, svc.settings.body_timeout
-        )
-        outcome = "rejected"
-        outcome = await svc.ingestor.receive(task, raw)
-    except StorageUnavailable:
-        outcome = "storage_unavailable"
-        raise
-    finally:
-        svc.metrics.count_callback(outcome)
-    return Response(ACK, media_type="application/json")
+class GrsaiCallback:
+    """An ASGI endpoint (an instance, so Starlette does not wrap it in a Request)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate by token, store the raw body with its outcome, then acknowledge."""
+        svc: Services = scope["app"].state.services
+        outcome = "unknown_token"
+        try:
+            task = await svc.ingestor.find_task(scope["path_params"]["token"])
+            outcome = "refused_body"
+            settings = svc.settings
+            raw = await receive_body(
+                scope, receive, settings.webhook_max_body_bytes, settings.body_timeout
+            )
+            outcome = "rejected"
+            outcome = await svc.ingestor.receive(task, raw)
+        except StorageUnavailable:
+            outcome = "storage_unavailable"
+            raise
+        finally:
+            svc.metrics.count_callback(outcome)
+        # a fresh message each time: middleware may add headers to the one it is given
+        await send({"type": "http.response.start", "status": 200, "headers": list(_ACK_HEADERS)})
+        await send({"type": "http.response.body", "body": ACK})
 
 
-routes = [Route("/webhooks/grsai/{token}", grsai_callback, methods=["POST"])]
+routes = [Route("/webhooks/grsai/{token}", GrsaiCallback(), methods=["POST"])]

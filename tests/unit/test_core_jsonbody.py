@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from service.errors import BadRequest, PayloadTooLarge, RequestTimeout
-from service.jsonbody import loads_object, loads_strict, read_body
+from service.jsonbody import loads_object, loads_strict, read_body, receive_body
 
 
 def refused(raw: bytes) -> BadRequest:
@@ -172,3 +172,19 @@ async def test_read_body_gives_up_on_a_stalled_body() -> None:
     with pytest.raises(RequestTimeout) as caught:
         await read_body(Request(scope, receive), 100, 0.05)
     assert caught.value.status == 408
+
+
+async def test_receive_body_reports_a_client_that_left() -> None:
+    """A disconnect before the body is complete is a clear client_disconnected error."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": b"{", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/", "headers": []}
+    with pytest.raises(BadRequest) as caught:
+        await receive_body(scope, receive, 100, 1.0)
+    assert caught.value.code == "client_disconnected"
