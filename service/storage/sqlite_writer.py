@@ -1,9 +1,10 @@
 """Group commit for SQLite: many writes share one transaction, each acknowledged after COMMIT.
 
-A write is a plain function taking the `sqlite3` connection. Queued writes are taken in batches;
-a batch runs in one `BEGIN IMMEDIATE ... COMMIT`, each write inside its own SAVEPOINT so one
-failing write rolls back alone. Every caller's future is resolved only once the COMMIT holding
-its write has returned, so nothing is acknowledged before it is durable.
+A write is a plain function taking the `sqlite3` connection. Queued writes are taken in
+batches; a batch runs in one `BEGIN IMMEDIATE ... COMMIT`; when one write fails, the batch is
+run again with each write in its own SAVEPOINT, so the failing write rolls back alone. Every
+caller's future is resolved only once the COMMIT holding its write has returned, so nothing is
+acknowledged before it is durable.
 
 Where a batch runs: its statements are short indexed writes, so they run right on the event
 loop (a thread would cost more in GIL hand-offs than the statements themselves). Whatever may
@@ -40,7 +41,32 @@ def storage_error(exc: BaseException) -> StorageUnavailable:
 
 
 def _run_ops(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[Outcome]:
-    """Run `ops` inside the open transaction, each in a SAVEPOINT; raise if the batch failed."""
+    """Run `ops` inside the open transaction; raise if the batch as a whole failed.
+
+    Optimistic: the ops run back to back under one SAVEPOINT. If one fails on its own (a
+    constraint, an error in its decision), the batch is rolled back to that savepoint and
+    run again with every op in its own SAVEPOINT, so the failure stays with its caller. Ops
+    are functions of the database state, so running one twice is safe.
+    """
+    conn.execute("SAVEPOINT batch")
+    try:
+        outcomes: list[Outcome] = [(True, op(conn)) for op in ops]
+    except sqlite3.Error as exc:
+        if not isinstance(exc, sqlite3.IntegrityError):
+            raise  # the whole transaction is in doubt: fail the batch
+        outcomes = []  # a write's own conflict: isolate it below
+    except Exception:  # an op's own error: isolate it below
+        outcomes = []
+    if len(outcomes) == len(ops):
+        conn.execute("RELEASE batch")
+        return outcomes
+    conn.execute("ROLLBACK TO batch")
+    conn.execute("RELEASE batch")
+    return _run_isolated(conn, ops)
+
+
+def _run_isolated(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[Outcome]:
+    """Run `ops` each in its own SAVEPOINT, so one failing write rolls back alone."""
     outcomes: list[Outcome] = []
     for op in ops:
         conn.execute("SAVEPOINT op")
