@@ -74,15 +74,23 @@ def protocol_class(header_timeout: float) -> type[DeadlineH11Protocol]:
     return type("RelayH11Protocol", (DeadlineH11Protocol,), {"header_timeout": header_timeout})
 
 
-def settle_heap() -> None:
-    """Move everything built so far (modules, the app) out of the cyclic GC's sight.
+GC_YOUNG_THRESHOLD = 10_000
 
-    Those objects live as long as the process, yet every full collection would walk them
-    again; under load that was about a tenth of the event loop's time. Garbage made while
-    serving is still collected as usual.
+
+def settle_heap() -> None:
+    """Tune the cyclic GC for serving.
+
+    Everything built so far (modules, the app) lives as long as the process, yet every full
+    collection would walk it again: it is frozen out of the collector's sight (under load that
+    was about a tenth of the event loop's time). And the youngest generation is collected
+    after 10,000 allocations instead of 700: with many requests in flight, a small threshold
+    keeps walking their live objects (about 5% of a callback's instructions, by callgrind).
+    Garbage is still collected; cycles just live a little longer.
     """
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def serve(app: Starlette, settings: Settings, host: str, port: int) -> None:
