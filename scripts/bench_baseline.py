@@ -2,8 +2,9 @@
 
 `GET /hello` answers a small JSON; `POST /post_noop` reads and parses a JSON body and answers a
 small JSON. Both run under uvicorn with the relay's settings (one worker, the same h11 protocol
-class with its header deadline, `log_config=None`, no access log), so the relay's figures can be
-read as a share of what this stack can do at all on the same machine in the same run.
+class with its header deadline, `log_config=None`, no access log, the same GC tuning), so the
+relay's figures can be read as a share of what this stack can do at all on the same machine in
+the same run.
 
     python scripts/bench_baseline.py --port 8100
 """
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.server import protocol_class
+from service.server import protocol_class, settle_heap
 from service.settings import Settings
 
 
@@ -50,6 +51,7 @@ def main() -> None:
     top.add_argument("--port", type=int, required=True)
     ns = top.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+    settle_heap()  # the relay's GC settings too
     uvicorn.run(
         create_app(),
         host="127.0.0.1",

@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from service.clock import Clock
 from service.credentials import hash_secret, token_well_formed
@@ -30,7 +31,14 @@ def with_schedule(decision: Decision, task: Task, policy: PollPolicy, now: float
     if decision.changes.get("status", task.status) in TERMINAL:
         return decision
     next_poll = policy.after_news(task.mode, task.next_poll_at, now)
-    changes = {**decision.changes, "next_poll_at": next_poll, "poll_attempts": 0}
+    schedule: dict[str, Any] = {}
+    if next_poll != task.next_poll_at:
+        schedule["next_poll_at"] = next_poll
+    if task.poll_attempts:
+        schedule["poll_attempts"] = 0
+    if not schedule:
+        return decision
+    changes = {**decision.changes, **schedule}
     return Decision(decision.outcome, changes, decision.detail, decision.copies)
 
 

@@ -24,8 +24,19 @@ class PollPolicy:
         return now + (self.first_delay if task.mode == "poll" else self.silence)
 
     def after_news(self, mode: str, scheduled: float | None, now: float) -> float | None:
-        """Next poll of a running task after a callback told us something new."""
-        return now + self.silence if mode == "callback" else scheduled
+        """Next poll of a running task after a callback told us something new.
+
+        In callback mode the poll waits for a silence window after the news. A poll already
+        due between half a window and a whole window from now is kept: moving it on every
+        callback would rewrite the task's entry in the due-poll index each time, for nothing.
+        So a task whose callbacks stop is polled between half a window and a whole window
+        after the last one.
+        """
+        if mode != "callback":
+            return scheduled
+        if scheduled is not None and now + self.silence / 2 <= scheduled <= now + self.silence:
+            return scheduled
+        return now + self.silence
 
     def after_poll(self, attempts: int, now: float, spread: float = 0.5) -> float:
         """Backoff after `attempts` unfinished polls, with ±20% jitter (`spread` in [0, 1))."""

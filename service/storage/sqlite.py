@@ -121,7 +121,6 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
             self._batch_max,
             self._on_commit,
             busy_timeout_ms=self._busy_timeout_ms,
-            commit_in_thread=self._synchronous.upper() in ("FULL", "EXTRA"),
         )
         try:
             await writer.call(_migrate)

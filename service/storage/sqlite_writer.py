@@ -7,11 +7,12 @@ caller's future is resolved only once the COMMIT holding its write has returned,
 acknowledged before it is durable.
 
 Where a batch runs: its statements are short indexed writes, so they run right on the event
-loop (a thread would cost more in GIL hand-offs than the statements themselves). Whatever may
-wait goes to the writer's own thread: the COMMIT when it must fsync (`synchronous=FULL`), a
-batch that finds the database locked by another process (it waits there for up to the busy
-timeout), and heavy writes (bulk deletes). The loop's connection never checkpoints; a
-background checkpointer on its own connection and thread copies the WAL back instead.
+loop (on a thread, each statement would cost a GIL hand-off while the loop is busy). What
+waits on the disk or on a lock goes to the writer's own thread: the COMMIT (it writes the WAL,
+and fsyncs it under `synchronous=FULL`), a batch that finds the database locked by another
+process (it waits there for up to the busy timeout), and heavy writes (bulk deletes). The
+loop's connection never checkpoints; a background checkpointer on its own connection and
+thread copies the WAL back instead.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ def storage_error(exc: BaseException) -> StorageUnavailable:
 def _run_ops(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[Outcome]:
     """Run `ops` inside the open transaction; raise if the batch as a whole failed.
 
-    Optimistic: the ops run back to back under one SAVEPOINT. If one fails on its own (a
-    constraint, an error in its decision), the batch is rolled back to that savepoint and
-    run again with every op in its own SAVEPOINT, so the failure stays with its caller. Ops
-    are functions of the database state, so running one twice is safe.
+    Optimistic: the ops run back to back. If one fails on its own (a constraint, an error in
+    its decision), the transaction is rolled back, begun again, and the batch run again with
+    every op in its own SAVEPOINT, so the failure stays with its caller. Ops are functions of
+    the database state, so running one twice is safe. (No savepoint around the whole batch:
+    SQLite would copy every page the batch touches into a statement journal, which spills to
+    a temporary file past 64 KiB.)
     """
-    conn.execute("SAVEPOINT batch")
     try:
         outcomes: list[Outcome] = [(True, op(conn)) for op in ops]
     except sqlite3.Error as exc:
@@ -58,10 +60,11 @@ def _run_ops(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[Outcome]:
     except Exception:  # an op's own error: isolate it below
         outcomes = []
     if len(outcomes) == len(ops):
-        conn.execute("RELEASE batch")
         return outcomes
-    conn.execute("ROLLBACK TO batch")
-    conn.execute("RELEASE batch")
+    conn.execute("ROLLBACK")
+    # Should another process take the lock in this instant, the batch fails as a whole
+    # (StorageUnavailable: nothing was acknowledged, callers may retry).
+    conn.execute("BEGIN IMMEDIATE")
     return _run_isolated(conn, ops)
 
 
@@ -120,14 +123,12 @@ class GroupCommitWriter:
         on_commit: Callable[[float, int], None] | None = None,
         *,
         busy_timeout_ms: int = 5000,
-        commit_in_thread: bool = False,
         checkpoint_every: float = 0.5,
     ) -> None:
         self._connect = connect
         self._batch_max = batch_max
         self.on_commit = on_commit
         self._busy_timeout_ms = busy_timeout_ms
-        self._commit_in_thread = commit_in_thread
         self._checkpoint_every = checkpoint_every
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
@@ -237,10 +238,9 @@ class GroupCommitWriter:
             return await self._in_thread(ops)  # another process writes: wait there, not here
         try:
             outcomes = _run_ops(conn, ops)
-            if self._commit_in_thread:  # an fsync: let the loop go on meanwhile
-                await self._running().run_in_executor(self._executor, conn.execute, "COMMIT")
-            else:
-                conn.execute("COMMIT")
+            # The COMMIT writes the WAL (and fsyncs it under FULL): system calls, with the GIL
+            # released, on the thread, while the loop serves on. One hand-off per batch.
+            await self._running().run_in_executor(self._executor, conn.execute, "COMMIT")
         except Exception:
             _rollback(conn)
             raise

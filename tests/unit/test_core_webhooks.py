@@ -40,9 +40,22 @@ async def test_progress_callback_is_acknowledged_and_applied(relay: Relay) -> No
     task = await relay.task(task_id)
     assert (task.status, task.progress) == ("running", 40)
     assert task.last_event_at == relay.clock.now()
-    assert task.next_poll_at == relay.clock.now() + 60.0  # news pushes the silence poll out
+    assert task.next_poll_at == relay.clock.now() + 58.0  # still more than half a window away
     assert await outcomes(relay, task_id) == ["applied"]
     assert relay.grsai.poll_ids == []  # progress is not verified by polling
+
+
+async def test_news_moves_the_silence_poll_out_once_it_is_near(relay: Relay) -> None:
+    """A callback keeps a poll that is at least half a window away and pushes a nearer one
+    out to a whole window, so a task whose callbacks stop is polled within one window."""
+    task_id, upstream_id, token = await callback_task(relay)
+    submitted = relay.clock.now()
+    relay.clock.advance(25.0)
+    await relay.callback(token, task_object(upstream_id, "running", 10))
+    assert (await relay.task(task_id)).next_poll_at == submitted + 60.0  # 35 s away: kept
+    relay.clock.advance(10.0)
+    await relay.callback(token, task_object(upstream_id, "running", 20))
+    assert (await relay.task(task_id)).next_poll_at == relay.clock.now() + 60.0  # 25 s: moved
 
 
 async def test_progress_only_rises(relay: Relay) -> None:
