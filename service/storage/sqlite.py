@@ -1,4 +1,5 @@
-"""SQLite backend (WAL): a group-commit writer thread, fast point reads, an aiosqlite reader."""
+"""SQLite backend (WAL): group commit (statements on the loop, COMMIT on a thread), fast point
+reads, an aiosqlite reader."""
 
 from __future__ import annotations
 
