@@ -13,9 +13,9 @@ from starlette.types import Receive, Scope, Send
 from service.context import Services
 from service.errors import StorageUnavailable
 from service.jsonbody import receive_body
+from service.routes.asgi import send_json
 
 ACK = b'{"code":0,"msg":"success"}'  # what GrsAI expects; built once
-_ACK_HEADERS = ((b"content-type", b"application/json"), (b"content-length", b"%d" % len(ACK)))
 
 
 class GrsaiCallback:
@@ -39,9 +39,7 @@ class GrsaiCallback:
             raise
         finally:
             svc.metrics.count_callback(outcome)
-        # a fresh message each time: middleware may add headers to the one it is given
-        await send({"type": "http.response.start", "status": 200, "headers": list(_ACK_HEADERS)})
-        await send({"type": "http.response.body", "body": ACK})
+        await send_json(send, ACK)
 
 
 routes = [Route("/webhooks/grsai/{token}", GrsaiCallback(), methods=["POST"])]
