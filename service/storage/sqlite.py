@@ -41,6 +41,13 @@ _EMPTY_PAYLOAD = {"input": "'{}' AS input", "results": "'[]' AS results", "metad
 _SELECT_STATE = f"SELECT {', '.join(_EMPTY_PAYLOAD.get(c, c) for c in _FIELDS)} FROM tasks"
 
 
+# The point-read connection's page cache. SQLite's default (2 MiB) cannot hold the interior
+# pages of the task tables and indexes of a million-task database (about 6 MiB), so every
+# lookup there missed on interior pages too; 8 MiB holds them (scripts/bench: lookups at 1M
+# tasks went from 0.51 to 0.60 x hello, RSS still within 4 MB of the 10k-task figure).
+FAST_READ_CACHE_KIB = 8192
+
+
 def _encode(column: str, value: Any) -> Any:
     if column in _JSON_COLUMNS and value is not None:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
@@ -127,6 +134,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
             await writer.call(_migrate)
             # On the event loop: never wait long for a lock (WAL readers almost never have to).
             self._fast = connect(self.path, min(self._busy_timeout_ms, 50), read_only=True)
+            self._fast.execute(f"PRAGMA cache_size = -{FAST_READ_CACHE_KIB}")
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
             await self._reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")

@@ -14,7 +14,7 @@ from service.errors import StorageUnavailable
 from service.records import ApiKey, Task
 from service.storage import DuplicateIdempotencyKey, Event, open_storage, sqlite_path
 from service.storage.migrations import LATEST
-from service.storage.sqlite import SQLiteStorage
+from service.storage.sqlite import FAST_READ_CACHE_KIB, SQLiteStorage
 from service.transitions import Decision
 from tests.unit.conftest import relay_settings
 
@@ -285,3 +285,12 @@ def test_backend_is_chosen_by_url(tmp_path: Path) -> None:
             sqlite_path(bad)
     with pytest.raises(ValueError, match="unsupported"):
         open_storage(relay_settings(tmp_path, database_url="mysql://x/y"))
+
+
+async def test_point_reads_keep_interior_pages_cached(storage: SQLiteStorage) -> None:
+    """The point-read connection's page cache is large enough for a big database's interior
+    B-tree pages (SQLite's 2 MiB default is not)."""
+    assert storage._fast is not None
+    cache = storage._fast.execute("PRAGMA cache_size").fetchone()[0]
+    assert cache == -FAST_READ_CACHE_KIB
+    assert FAST_READ_CACHE_KIB >= 8192
