@@ -3,11 +3,8 @@ reads, an aiosqlite reader."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,52 +17,25 @@ from service.storage.migrations import LATEST, MIGRATIONS
 from service.storage.sqlite_assets import SQLiteAssets
 from service.storage.sqlite_deliveries import SQLiteDeliveries, enqueue_final_event
 from service.storage.sqlite_ops import SQLiteOps
+from service.storage.sqlite_rows import (
+    SELECT_STATE,
+    SELECT_TASK,
+    TASK_COLUMNS,
+    encode_column,
+    insert_event,
+    one_task,
+    row_task,
+    update_task_row,
+)
 from service.storage.sqlite_stats import SQLiteStats
 from service.storage.sqlite_writer import GroupCommitWriter, storage_error
 from service.transitions import Decision, apply
-
-_JSON_COLUMNS = frozenset({"input", "results", "metadata"})
-_TASK_COLUMNS = (
-    "id", "api_key_id", "model", "endpoint", "mode", "status", "progress", "upstream_id",
-    "input", "results", "failure_reason", "error", "metadata", "callback_url", "created_at",
-    "updated_at", "completed_at", "submit_state", "idempotency_key", "request_hash",
-    "token_hash", "last_event_at", "next_poll_at", "poll_attempts",
-)  # fmt: skip
-# Columns in the order of `Task`'s fields, so a row becomes a Task positionally (hot path).
-_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
-assert set(_FIELDS) == {*_TASK_COLUMNS, "seq"}
-_JSON_AT = tuple(i for i, name in enumerate(_FIELDS) if name in _JSON_COLUMNS)
-_SELECT_TASK = f"SELECT {', '.join(_FIELDS)} FROM tasks"
-# the same columns, with the JSON payload left empty (what state transitions need)
-_EMPTY_PAYLOAD = {"input": "'{}' AS input", "results": "'[]' AS results", "metadata": "NULL"}
-_SELECT_STATE = f"SELECT {', '.join(_EMPTY_PAYLOAD.get(c, c) for c in _FIELDS)} FROM tasks"
-
 
 # The point-read connection's page cache. SQLite's default (2 MiB) cannot hold the interior
 # pages of the task tables and indexes of a million-task database (about 6 MiB), so every
 # lookup there missed on interior pages too; 8 MiB holds them (scripts/bench: lookups at 1M
 # tasks went from 0.51 to 0.60 x hello, RSS still within 4 MB of the 10k-task figure).
 FAST_READ_CACHE_KIB = 8192
-
-
-def _encode(column: str, value: Any) -> Any:
-    if column in _JSON_COLUMNS and value is not None:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return value
-
-
-def _task(row: Sequence[Any]) -> Task:
-    values = list(row)
-    for i in _JSON_AT:
-        text = values[i]
-        if text is not None:
-            values[i] = [] if text == "[]" else {} if text == "{}" else json.loads(text)
-    return Task(*values)
-
-
-def _one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Task | None:
-    row = conn.execute(sql, params).fetchone()
-    return _task(row) if row is not None else None
 
 
 def connect(path: str, busy_timeout_ms: int, *, read_only: bool = False) -> sqlite3.Connection:
@@ -166,7 +136,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
 
     def _fast_task(self, sql: str, params: tuple[Any, ...]) -> Task | None:
         rows = self._fast_rows(sql, params)
-        return _task(rows[0]) if rows else None
+        return row_task(rows[0]) if rows else None
 
     async def ping(self) -> None:
         """Read through the reader and write through the group-commit writer."""
@@ -229,10 +199,10 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
 
     async def insert_task(self, task: Task) -> None:
         """Insert a task; a taken Idempotency-Key raises `DuplicateIdempotencyKey`."""
-        values = tuple(_encode(c, getattr(task, c)) for c in _TASK_COLUMNS)
+        values = tuple(encode_column(c, getattr(task, c)) for c in TASK_COLUMNS)
         sql = (
-            f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)})"
-            f" VALUES ({', '.join('?' * len(_TASK_COLUMNS))})"
+            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
         )
 
         def op(conn: sqlite3.Connection) -> None:
@@ -248,13 +218,13 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
     async def task(self, task_id: str, api_key_id: str | None = None) -> Task | None:
         """Fetch by id (and owner)."""
         if api_key_id is None:
-            return self._fast_task(f"{_SELECT_TASK} WHERE id = ?", (task_id,))
-        sql = f"{_SELECT_TASK} WHERE id = ? AND api_key_id = ?"
+            return self._fast_task(f"{SELECT_TASK} WHERE id = ?", (task_id,))
+        sql = f"{SELECT_TASK} WHERE id = ? AND api_key_id = ?"
         return self._fast_task(sql, (task_id, api_key_id))
 
     async def task_by_idempotency_key(self, api_key_id: str, key: str) -> Task | None:
         """Fetch by (owner, Idempotency-Key)."""
-        sql = f"{_SELECT_TASK} WHERE api_key_id = ? AND idempotency_key = ?"
+        sql = f"{SELECT_TASK} WHERE api_key_id = ? AND idempotency_key = ?"
         return self._fast_task(sql, (api_key_id, key))
 
     async def task_by_token_hash(self, token_hash: bytes) -> TaskRef | None:
@@ -278,10 +248,10 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
             if value is not None:
                 where.append(f"{column} ?" if "<" in column else f"{column} = ?")
                 params.append(value)  # type: ignore[arg-type]  # str | int bound parameters
-        sql = f"{_SELECT_TASK} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        sql = f"{SELECT_TASK} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
         try:
             async with self._read_conn().execute(sql, (*params, limit)) as cur:
-                return [_task(row) for row in await cur.fetchall()]
+                return [row_task(row) for row in await cur.fetchall()]
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
 
@@ -289,7 +259,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         """Unconditional column update."""
 
         def op(conn: sqlite3.Connection) -> None:
-            _update(conn, task_id, changes)
+            update_task_row(conn, task_id, changes)
 
         await self._write(op)
 
@@ -302,15 +272,15 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         payload: bool = True,
     ) -> tuple[Decision, Task] | None:
         """Read, decide, write and record the event in one transaction."""
-        select = _SELECT_TASK if payload else _SELECT_STATE
+        select = SELECT_TASK if payload else SELECT_STATE
 
         def op(conn: sqlite3.Connection) -> tuple[Decision, Task] | None:
-            task = _one(conn, f"{select} WHERE id = ?", (task_id,))
+            task = one_task(conn, f"{select} WHERE id = ?", (task_id,))
             if task is None:
                 return None
             decision = decide(task)
             if decision.changes:
-                _update(conn, task_id, decision.changes)
+                update_task_row(conn, task_id, decision.changes)
             if decision.copies:
                 conn.executemany(
                     "INSERT OR IGNORE INTO assets (task_id, n, upstream_url, status,"
@@ -320,7 +290,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
             if decision.changes.get("status") in ("succeeded", "failed"):
                 enqueue_final_event(conn, task_id, decision.changes.get("updated_at") or 0.0)
             if event is not None:
-                _insert_event(conn, event, decision)
+                insert_event(conn, event, decision)
             return decision, apply(task, decision)
 
         result: tuple[Decision, Task] | None = await self._write(op)
@@ -330,9 +300,9 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         """Select due tasks and lease them in one write."""
 
         def op(conn: sqlite3.Connection) -> list[Task]:
-            sql = f"{_SELECT_TASK} WHERE next_poll_at <= ? ORDER BY next_poll_at LIMIT ?"
+            sql = f"{SELECT_TASK} WHERE next_poll_at <= ? ORDER BY next_poll_at LIMIT ?"
             cur = conn.execute(sql, (now, limit))
-            tasks = [_task(row) for row in cur.fetchall()]
+            tasks = [row_task(row) for row in cur.fetchall()]
             conn.executemany(
                 "UPDATE tasks SET next_poll_at = ? WHERE id = ?",
                 [(lease_until, t.id) for t in tasks],
@@ -350,36 +320,3 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         )
         async with self._read_conn().execute(sql, (task_id,)) as cur:
             return [Event(*row) for row in await cur.fetchall()]
-
-
-_COLUMN_SET = frozenset(_TASK_COLUMNS)
-
-
-@functools.lru_cache(maxsize=256)
-def _update_sql(columns: tuple[str, ...]) -> str:
-    """`UPDATE tasks SET a = ?, b = ? WHERE id = ?` for known columns (a handful of shapes)."""
-    unknown = set(columns) - _COLUMN_SET
-    if unknown:
-        raise ValueError(f"unknown task columns: {sorted(unknown)}")
-    return f"UPDATE tasks SET {', '.join(f'{column} = ?' for column in columns)} WHERE id = ?"
-
-
-def _update(conn: sqlite3.Connection, task_id: str, changes: dict[str, Any]) -> None:
-    sql = _update_sql(tuple(changes))
-    values = [_encode(c, v) if c in _JSON_COLUMNS else v for c, v in changes.items()]
-    conn.execute(sql, (*values, task_id))
-
-
-def _insert_event(conn: sqlite3.Connection, event: Event, decision: Decision) -> None:
-    conn.execute(
-        "INSERT INTO events (task_id, source, received_at, outcome, detail, body)"
-        " VALUES (?,?,?,?,?,?)",
-        (
-            event.task_id,
-            event.source,
-            event.received_at,
-            event.outcome or decision.outcome,
-            event.detail or decision.detail,
-            event.body,
-        ),
-    )

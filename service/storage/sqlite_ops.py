@@ -14,6 +14,7 @@ from typing import Any
 
 from service.records import Task
 from service.storage.sqlite_base import SQLiteBase
+from service.storage.sqlite_rows import SELECT_TASK, row_task
 from service.storage.sqlite_writer import storage_error
 
 # A terminal task may go only once nothing is still working on it: no copy waiting to be made
@@ -71,16 +72,13 @@ class SQLiteOps(SQLiteBase):
         limit: int = 50,
     ) -> list[Task]:
         """Tasks of every key (or one), newest first."""
-        # sqlite.py imports this module for SQLiteStorage's bases, so import its helpers late
-        from service.storage.sqlite import _SELECT_TASK, _task
-
         where, params = ["1"], []
         for column, value in (("status", status), ("model", model), ("api_key_id", api_key_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = f"{_SELECT_TASK} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
-        return [_task(row) for row in await self._ops_read(sql, (*params, limit))]
+        sql = f"{SELECT_TASK} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        return [row_task(row) for row in await self._ops_read(sql, (*params, limit))]
 
     async def purge_counts(self, completed_before: float) -> dict[str, int]:
         """What `purge_tasks` would delete now, per table, and `held`: old tasks still busy."""
