@@ -7,6 +7,7 @@ from typing import cast
 
 import httpx
 from starlette.requests import Request
+from starlette.types import Scope
 
 from service.assets.mirror import Mirror
 from service.assets.store import LocalAssetStore
@@ -45,4 +46,9 @@ class Services:
 
 def services(request: Request) -> Services:
     """The app's services (built by `create_app`, opened by its lifespan)."""
-    return cast(Services, request.app.state.services)
+    return scope_services(request.scope)
+
+
+def scope_services(scope: Scope) -> Services:
+    """`services` for plain ASGI code, which has a scope but no Request."""
+    return cast(Services, scope["app"].state.services)

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
+from service.asgi import header
 from service.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 
@@ -115,12 +116,12 @@ async def read_body(request: Request, limit: int, deadline: float | None = None)
 
 
 def _declared_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            if not (value.isascii() and value.isdigit()) or len(value) > 18:
-                raise BadRequest("Content-Length is not a valid number")
-            return int(value)
-    return None
+    value = header(scope, b"content-length")
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise BadRequest("Content-Length is not a valid number")
+    return int(value)
 
 
 async def receive_body(
@@ -150,4 +151,4 @@ async def receive_body(
                     break
     except TimeoutError as exc:
         raise RequestTimeout(f"the body did not arrive within {deadline:g} s") from exc
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)

@@ -10,6 +10,7 @@ import time
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.asgi import header
 from service.logs import REQUEST_ID, redact
 from service.metrics import Metrics
 
@@ -34,8 +35,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
-        text = incoming.decode("latin-1")
+        text = (header(scope, b"x-request-id") or b"").decode("latin-1")
         request_id = (
             text if _REQUEST_ID.fullmatch(text) else f"{self._id_prefix}{next(self._serial):016x}"
         )

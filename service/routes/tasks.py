@@ -12,8 +12,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from service.asgi import header, send_json
 from service.auth import api_key_from, authenticate
-from service.context import Services, services
+from service.context import scope_services, services
 from service.errors import (
     BadRequest,
     NotFound,
@@ -23,7 +24,6 @@ from service.errors import (
 )
 from service.jsonbody import loads_object, read_body
 from service.records import TASK_STATUSES
-from service.routes.asgi import header, send_json
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -53,8 +53,8 @@ class TaskLookup:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the caller's task as JSON; 404 if it is not theirs or does not exist."""
-        svc: Services = scope["app"].state.services
-        authorization = header(scope, b"authorization").decode("latin-1")
+        svc = scope_services(scope)
+        authorization = (header(scope, b"authorization") or b"").decode("latin-1")
         key = await api_key_from(svc.storage, authorization)
         task_id = scope["path_params"]["task_id"]
         task = await svc.storage.task(task_id, key.id) if len(task_id) <= 64 else None

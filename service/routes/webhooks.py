@@ -10,10 +10,10 @@ from __future__ import annotations
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service.context import Services
+from service.asgi import send_json
+from service.context import scope_services
 from service.errors import StorageUnavailable
 from service.jsonbody import receive_body
-from service.routes.asgi import send_json
 
 ACK = b'{"code":0,"msg":"success"}'  # what GrsAI expects; built once
 
@@ -23,7 +23,7 @@ class GrsaiCallback:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate by token, store the raw body with its outcome, then acknowledge."""
-        svc: Services = scope["app"].state.services
+        svc = scope_services(scope)
         outcome = "unknown_token"
         try:
             task = await svc.ingestor.find_task(scope["path_params"]["token"])

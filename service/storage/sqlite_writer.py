@@ -241,7 +241,7 @@ class GroupCommitWriter:
             # The COMMIT writes the WAL (and fsyncs it under FULL): system calls, with the GIL
             # released, on the thread, while the loop serves on. One hand-off per batch.
             await self._running().run_in_executor(self._executor, conn.execute, "COMMIT")
-        except Exception:
+        except BaseException:  # never leave the connection inside a transaction
             _rollback(conn)
             raise
         return outcomes

@@ -1,16 +1,16 @@
-"""Helpers for the plain ASGI endpoints of the hot paths (no Request or Response objects)."""
+"""Helpers for ASGI code on the hot paths (middleware and the plain ASGI endpoints)."""
 
 from __future__ import annotations
 
 from starlette.types import Scope, Send
 
 
-def header(scope: Scope, name: bytes) -> bytes:
+def header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of a request header (`name` in lower case, as ASGI gives names)."""
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value)
-    return b""
+    return None
 
 
 async def send_json(send: Send, body: bytes, status: int = 200) -> None:
