@@ -140,6 +140,10 @@ class GroupCommitWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._commits = 0  # since the last checkpoint
+        self._checkpointing = False
+        # (WAL frames, frames copied back) of the last finished checkpoint
+        self.last_checkpoint: tuple[int, int] | None = None
+        self._checkpoint_done = asyncio.Condition()
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the writer thread outside any batch (open, migrate, close)."""
@@ -271,12 +275,38 @@ class GroupCommitWriter:
             if not self._commits:
                 continue
             self._commits = 0
+            self._checkpointing = True
             try:
-                await loop.run_in_executor(self._checkpointer, self._checkpoint)
+                done = await loop.run_in_executor(self._checkpointer, self._checkpoint)
             except sqlite3.Error as exc:  # the next round tries again
                 log.warning("WAL checkpoint failed: %s", exc, extra={"event": "checkpoint"})
+                self._commits += 1  # so the next round tries again
+                done = None
+            finally:
+                self._checkpointing = False
+            async with self._checkpoint_done:
+                self.last_checkpoint = done or self.last_checkpoint
+                self._checkpoint_done.notify_all()
 
-    def _checkpoint(self) -> None:
+    def _file_current(self) -> bool:
+        """True when the database file itself holds every commit: a checkpoint copied the
+        whole WAL back, none runs now, and nothing was committed since."""
+        done = self.last_checkpoint
+        full = done is not None and done[0] == done[1]
+        return full and not self._commits and not self._checkpointing
+
+    async def checkpointed(self) -> tuple[int, int]:
+        """Wait until a checkpoint has copied every commit so far into the database file (and
+        none is running); return its (WAL frames, frames copied back). Until more commits come,
+        the file is then complete and still, so it may be read without the WAL (backups,
+        tests). Waits on the checkpointer's reports, never on a timer."""
+        async with self._checkpoint_done:
+            await self._checkpoint_done.wait_for(self._file_current)
+            assert self.last_checkpoint is not None
+            return self.last_checkpoint
+
+    def _checkpoint(self) -> tuple[int, int]:
         if self._ckpt_conn is None:
             self._ckpt_conn = self._connect()
-        self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        _, wal, copied = self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(wal), int(copied)

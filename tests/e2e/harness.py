@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,34 @@ ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_KEY = "sk-e2e-upstream"
 
 
+# Relay ports come from below the kernel's ephemeral range (32768-60999 on Linux), so no
+# outgoing connection or bind(0) elsewhere can take one between our check and the relay's
+# bind; each pytest-xdist worker has its own slice, so parallel tests never share one.
+_PORT_SLICE = 1500
+_PORT_BASE = 20000
+
+
+def _port_candidates() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = _PORT_BASE + (int(worker) % 8 if worker.isdigit() else 0) * _PORT_SLICE
+    start = os.getpid() % _PORT_SLICE  # another run on the machine starts elsewhere
+    for n in itertools.count():
+        yield first + (start + n) % _PORT_SLICE
+
+
+_CANDIDATES = _port_candidates()
+
+
 def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port of this test worker's own slice that is free now on 127.0.0.1."""
+    for port in itertools.islice(_CANDIDATES, _PORT_SLICE):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left in this worker's slice")
 
 
 def wait_until_up(
