@@ -94,7 +94,8 @@ async def submit_all(
             if response.status_code == 202:
                 accepted[response.json()["id"]] = response.json()["upstream_id"]
             else:
-                refused[f"{response.status_code} {response.json()['error']['code']}"] += 1
+                error = response.json()["error"]
+                refused[f"{response.status_code} {error['code']}: {error['message'][:160]}"] += 1
 
     await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
     return accepted, refused
