@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from service.assets.download import Downloader
 from service.assets.mirror import Mirror
 from service.assets.store import LocalAssetStore
+from service.clients import Transports, build_clients
 from service.clock import Clock, SystemClock
 from service.context import Services
 from service.credentials import Entropy, SystemEntropy
@@ -40,10 +41,16 @@ from service.upstream import GrsaiClient
 
 @dataclass(frozen=True, slots=True)
 class Seams:
-    """What tests may replace: every source of I/O, time and chance the app uses."""
+    """What tests may replace: every source of I/O, time and chance the app uses.
+
+    `upstream_transport` answers GrsAI calls, and downloads and deliveries too unless they get
+    their own transport.
+    """
 
     storage: Storage | None = None
     upstream_transport: httpx.AsyncBaseTransport | None = None
+    download_transport: httpx.AsyncBaseTransport | None = None
+    delivery_transport: httpx.AsyncBaseTransport | None = None
     clock: Clock | None = None
     entropy: Entropy | None = None
     rng: random.Random | None = None
@@ -63,18 +70,6 @@ def poll_policy(settings: Settings) -> PollPolicy:
     )
 
 
-def shared_http(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None
-) -> httpx.AsyncClient:
-    """The one long-lived HTTP client (GrsAI calls and downloads), with timeouts and limits."""
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        follow_redirects=False,
-    )
-
-
 def build_services(settings: Settings, seams: Seams | None = None) -> Services:
     """Wire every long-lived object from settings and the injected seams."""
     if settings.grsai_api_key is None:
@@ -88,9 +83,14 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
     metrics = Metrics()
     storage.observe_commits(metrics.time_commit)
     metrics.watch(storage.queue_stats, storage.status_counts, clock.now)
-    http = shared_http(settings, seams.upstream_transport)
+    clients = build_clients(
+        settings,
+        Transports(seams.upstream_transport, seams.download_transport, seams.delivery_transport),
+        metrics.pool_wait_observer,
+    )
+    metrics.watch_pools(lambda: [client.stats() for client in clients])
     upstream = GrsaiClient(
-        http,
+        clients.grsai,
         settings.grsai_base_url,
         settings.grsai_api_key,
         connect_retries=settings.upstream_connect_retries,
@@ -102,7 +102,11 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
     resolver = seams.resolver or system_resolver
     guard = UrlGuard(parse_networks(settings.fetch_allow_networks), resolver)
     downloader = Downloader(
-        http, assets, guard, max_bytes=settings.asset_max_bytes, timeout=settings.asset_timeout
+        clients.downloads,
+        assets,
+        guard,
+        max_bytes=settings.asset_max_bytes,
+        timeout=settings.asset_timeout,
     )
     mirror = Mirror(
         storage,
@@ -111,14 +115,14 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         concurrency=settings.asset_concurrency,
         tick=settings.asset_tick,
         retry_delays=settings.retry_delays(),
-        lease=settings.asset_timeout + 60.0,
+        lease=settings.asset_timeout + settings.asset_stall_timeout + 60.0,
         rng=rng,
         on_settled=lambda: deliverer.kick(),
         metrics=metrics,
     )
     deliverer = Deliverer(
         storage,
-        http,
+        clients.deliveries,
         UrlGuard(parse_networks(settings.delivery_allow_networks), resolver),
         clock,
         DeliveryPolicy(
@@ -148,7 +152,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
     return Services(
         settings=settings,
         storage=storage,
-        http=http,
+        clients=clients,
         upstream=upstream,
         submitter=Submitter(
             storage,
@@ -218,7 +222,7 @@ def create_app(
             await svc.poller.stop(grace=grace)
             await svc.mirror.stop(grace=grace)
             await svc.deliverer.stop(grace=grace)
-            await svc.http.aclose()
+            await svc.clients.aclose()
             await svc.storage.close()
 
     app = Starlette(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-import httpx
 from starlette.requests import Request
 from starlette.types import Scope
 
 from service.assets.mirror import Mirror
 from service.assets.store import LocalAssetStore
+from service.clients import HttpClients
 from service.clock import Clock
 from service.credentials import Entropy
 from service.delivery import Deliverer
@@ -30,7 +30,7 @@ class Services:
 
     settings: Settings
     storage: Storage
-    http: httpx.AsyncClient
+    clients: HttpClients
     upstream: GrsaiClient
     submitter: Submitter
     ingestor: CallbackIngestor

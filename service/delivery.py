@@ -24,6 +24,7 @@ import httpx
 
 from service.clock import Clock, rfc3339
 from service.errors import RelayError
+from service.httppool import WatchedClient
 from service.metrics import Metrics
 from service.netguard import UrlGuard, UrlRefused, host_of
 from service.records import Attempt, Delivery
@@ -66,7 +67,7 @@ class Deliverer(QueueWorker):
     def __init__(
         self,
         storage: Storage,
-        http: httpx.AsyncClient,
+        http: WatchedClient,
         guard: UrlGuard,
         clock: Clock,
         policy: DeliveryPolicy,
@@ -127,7 +128,8 @@ class Deliverer(QueueWorker):
             headers = dict(signed_headers(secrets, delivery.id, int(now), body))
             headers["Host"] = target.host_header
             headers["User-Agent"] = "grsai-relay"
-            response = await self._http.post(
+            response = await self._http.request(
+                "POST",
                 target.url,
                 content=body,
                 headers=headers,

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from service.httppool import PoolStats
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 QueueProbe = Callable[[float], Awaitable[dict[str, tuple[int, float]]]]
 StatusProbe = Callable[[], Awaitable[dict[str, int]]]
+PoolProbe = Callable[[], Iterable[PoolStats]]
 
 
 class Metrics:
@@ -77,6 +80,21 @@ class Metrics:
         self.workers_alive = Gauge(
             "grsai_relay_worker_alive", "1 while a background worker runs", ["worker"], registry=r
         )
+        self.pool_wait = Histogram(
+            "grsai_relay_http_pool_wait_seconds",
+            "Time an outbound request waited for a free connection",
+            ["client"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+
+    def pool_wait_observer(self, client: str) -> Callable[[float], None]:
+        """Where the outbound client `client` records how long each request waited."""
+        return self.pool_wait.labels(client).observe
+
+    def watch_pools(self, pools: PoolProbe) -> None:
+        """Add the outbound clients' pool use and watchdog counts, read at scrape time."""
+        self.registry.register(_PoolCollector(pools))
 
     def watch(self, queues: QueueProbe, statuses: StatusProbe, now: Callable[[], float]) -> None:
         """Add gauges read from the database at scrape time (queue depth and age, task counts)."""
@@ -130,3 +148,51 @@ class _DatabaseCollector(Collector):
         yield depth
         yield age
         yield tasks
+
+
+class _PoolCollector(Collector):
+    """Pool use (in flight, capacity) and watchdog counts of each outbound HTTP client."""
+
+    def __init__(self, pools: PoolProbe) -> None:
+        self._pools = pools
+
+    def collect(self) -> Iterator[Any]:
+        """Yield one sample per client of each family."""
+        families = (
+            (
+                "in_flight",
+                GaugeMetricFamily,
+                "grsai_relay_http_pool_in_flight",
+                "Outbound requests holding a connection slot",
+            ),
+            (
+                "capacity",
+                GaugeMetricFamily,
+                "grsai_relay_http_pool_capacity",
+                "Connection slots of the pool",
+            ),
+            (
+                "rebuilds",
+                CounterMetricFamily,
+                "grsai_relay_http_pool_rebuilds",
+                "Times the watchdog replaced a jammed pool",
+            ),
+            (
+                "saturated",
+                CounterMetricFamily,
+                "grsai_relay_http_pool_saturated",
+                "Requests refused because every connection stayed busy with our own requests",
+            ),
+            (
+                "jammed",
+                CounterMetricFamily,
+                "grsai_relay_http_pool_jammed",
+                "Requests whose pool timed out although it had slots held by no request",
+            ),
+        )
+        stats = list(self._pools())
+        for field, kind, name, doc in families:
+            family = kind(name, doc, labels=["client"])
+            for pool in stats:
+                family.add_metric([pool.name], getattr(pool, field))
+            yield family

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     upstream_verify_timeout: float = Field(default=10.0, gt=0)
     upstream_connect_retries: int = Field(default=2, ge=0, le=10)
     upstream_retry_delay: float = Field(default=0.25, ge=0)
+    upstream_max_connections: int = Field(default=64, gt=0)
+    asset_max_connections: int = Field(default=16, gt=0)
+    asset_stall_timeout: float = Field(default=30.0, gt=0)
+    delivery_max_connections: int = Field(default=32, gt=0)
+    http_pool_timeout: float = Field(default=10.0, gt=0)
 
     poll_first_delay: float = Field(default=3.0, ge=0)
     poll_max_interval: float = Field(default=60.0, gt=0)

@@ -20,6 +20,7 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from service.httppool import WatchedClient
 from service.jsonbody import loads_strict
 from service.metrics import Metrics
 from service.observation import Observation, parse_task_object, unwrap_poll_answer
@@ -42,7 +43,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class GrsaiClient:
-    """Talks to one GrsAI host with one API key over a shared `httpx.AsyncClient`.
+    """Talks to one GrsAI host with one API key over its own `WatchedClient`.
 
     A submit is retried only when it surely did not reach GrsAI (the connection was never
     made), with exponential backoff and ±20% jitter; anything else could create a second task.
@@ -50,7 +51,7 @@ class GrsaiClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: WatchedClient,
         base_url: str,
         api_key: str,
         *,
@@ -106,9 +107,10 @@ class GrsaiClient:
 
     async def _send(self, path: str, body: dict[str, Any], within: float | None) -> httpx.Response:
         url = self._base_url + path
-        extra = {} if within is None else {"timeout": within}
         try:
-            return await self._http.post(url, json=body, headers=self._headers, **extra)  # type: ignore[arg-type]  # timeout is float here
+            return await self._http.request(
+                "POST", url, json=body, headers=self._headers, timeout=within
+            )
         except _NOT_SENT as exc:
             raise UpstreamUnavailable(f"GrsAI could not be reached: {exc!r}") from exc
         except httpx.TimeoutException as exc:
@@ -165,7 +167,9 @@ class GrsaiClient:
             return self._reachability[1]
         url = f"{self._base_url}/client/common/getModelStatus"
         try:
-            response = await self._http.get(url, params={"model": "nano-banana"}, timeout=5.0)
+            response = await self._http.request(
+                "GET", url, params={"model": "nano-banana"}, timeout=5.0
+            )
             state = {"status": "ok" if response.status_code < 500 else "failing"}
             if response.status_code >= 500:
                 state["error"] = f"HTTP {response.status_code}"

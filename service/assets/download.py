@@ -11,6 +11,7 @@ import httpx
 
 from service.assets.sniff import HEAD_BYTES, Kind, integrity_problem, sniff, video_size
 from service.assets.store import AssetStore
+from service.httppool import WatchedClient
 from service.netguard import UrlGuard, UrlRefused
 
 MAX_REDIRECTS = 3
@@ -36,11 +37,16 @@ class Fetched:
 
 
 class Downloader:
-    """Fetches result files into an `AssetStore` through the shared HTTP client."""
+    """Fetches result files into an `AssetStore` through the downloads HTTP client.
+
+    The client's read timeout ends a stalled transfer and the deadline is checked between
+    chunks, so httpx's own timeouts end a download rather than a cancellation from outside.
+    Every timeout of a request is capped by what is left of the deadline.
+    """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: WatchedClient,
         store: AssetStore,
         guard: UrlGuard,
         *,
@@ -56,44 +62,66 @@ class Downloader:
     async def fetch(self, url: str) -> Fetched:
         """Download, verify and store `url`; raise `FetchFailed` otherwise."""
         staged = self._store.staging_file()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        # A last resort for a transport that ignores httpx's timeouts: they and the deadline
+        # checks end a download first. Cancelling here is safe (the client detaches its sends).
+        backstop = self._timeout + min(self._timeout, self._http.client.timeout.read or 0.0)
         try:
-            async with asyncio.timeout(self._timeout):
-                digest, size, head = await self._download(url, staged)
+            async with asyncio.timeout(backstop):
+                digest, size, head = await self._download(url, staged, deadline)
             kind = await asyncio.to_thread(self._verify, staged, head, size)
             await self._store.put(staged, digest)
         except TimeoutError as exc:
-            raise FetchFailed(
-                f"download took longer than {self._timeout:g} s", retryable=True
-            ) from exc
+            raise self._overdue() from exc
         except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.TimeoutException) and loop.time() >= deadline:
+                raise self._overdue() from exc
             raise FetchFailed(f"download failed: {exc!r}", retryable=True) from exc
         finally:
             staged.unlink(missing_ok=True)
         return Fetched(digest, size, kind)
 
-    async def _download(self, url: str, staged: Path) -> tuple[str, int, bytes]:
+    def _overdue(self) -> FetchFailed:
+        return FetchFailed(f"download took longer than {self._timeout:g} s", retryable=True)
+
+    def _within(self, deadline: float) -> httpx.Timeout:
+        """The client's timeouts, none reaching past `deadline`."""
+        left = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        default = self._http.client.timeout
+
+        def cap(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(
+            connect=cap(default.connect),
+            read=cap(default.read),
+            write=cap(default.write),
+            pool=cap(default.pool),
+        )
+
+    async def _download(self, url: str, staged: Path, deadline: float) -> tuple[str, int, bytes]:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 target = await self._guard.vet(url)
             except UrlRefused as exc:
                 raise FetchFailed(f"refused URL: {exc}", retryable=False) from exc
-            request = self._http.build_request(
+            async with self._http.stream(
                 "GET",
                 target.url,
                 headers={"Host": target.host_header},
                 extensions={"sni_hostname": target.server_name},
-            )
-            response = await self._http.send(request, stream=True)
-            try:
+                timeout=self._within(deadline),
+            ) as response:
                 if response.is_redirect and "location" in response.headers:
                     url = str(httpx.URL(url).join(response.headers["location"]))
                     continue
-                return await self._save(response, staged)
-            finally:
-                await response.aclose()
+                return await self._save(response, staged, deadline)
         raise FetchFailed(f"more than {MAX_REDIRECTS} redirects", retryable=False)
 
-    async def _save(self, response: httpx.Response, staged: Path) -> tuple[str, int, bytes]:
+    async def _save(
+        self, response: httpx.Response, staged: Path, deadline: float
+    ) -> tuple[str, int, bytes]:
         status = response.status_code
         if status != 200:
             retryable = status >= 500 or status in (404, 408, 425, 429)
@@ -104,8 +132,11 @@ class Downloader:
         if declared and declared.isdigit() and int(declared) > self._max_bytes:
             raise FetchFailed(f"file is larger than {self._max_bytes} bytes", retryable=False)
         hasher, size, head, pending = hashlib.sha256(), 0, b"", bytearray()
+        loop = asyncio.get_running_loop()
         with staged.open("wb") as out:
             async for chunk in response.aiter_bytes():
+                if loop.time() > deadline:
+                    raise self._overdue()
                 size += len(chunk)
                 if size > self._max_bytes:
                     raise FetchFailed(

@@ -8,6 +8,7 @@ so requests are routed by that header.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import pytest
 from service.assets.download import Downloader, FetchFailed
 from service.assets.sniff import Kind
 from service.assets.store import LocalAssetStore
+from service.clients import watched_client
+from service.httppool import WatchedClient
 from service.netguard import UrlGuard
 from tests.unit.test_assets_netguard import PUBLIC_V4, FakeDns
 from tests.unit.test_assets_sniff import gif, jpeg, mp4, png, webp_vp8x
@@ -117,14 +120,21 @@ def _store(tmp_path: Path) -> LocalAssetStore:
     return LocalAssetStore(tmp_path / "assets")
 
 
+def download_client(files: FileHost) -> WatchedClient:
+    """A downloads client whose requests reach `files`."""
+    return watched_client(
+        "downloads", capacity=8, timeout=httpx.Timeout(5.0), transport=files.transport()
+    )
+
+
 @pytest.fixture(name="http")
-async def _http(files: FileHost) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=files.transport(), follow_redirects=False) as client:
+async def _http(files: FileHost) -> AsyncIterator[WatchedClient]:
+    async with contextlib.aclosing(download_client(files)) as client:
         yield client
 
 
 @pytest.fixture(name="downloader")
-def _downloader(http: httpx.AsyncClient, store: LocalAssetStore, dns: FakeDns) -> Downloader:
+def _downloader(http: WatchedClient, store: LocalAssetStore, dns: FakeDns) -> Downloader:
     return Downloader(http, store, UrlGuard(resolver=dns), max_bytes=MAX_BYTES, timeout=5.0)
 
 
@@ -308,7 +318,7 @@ async def test_body_over_the_limit_without_length_fails(
 
 
 async def test_body_exactly_at_the_limit_is_accepted(
-    http: httpx.AsyncClient, files: FileHost, store: LocalAssetStore, dns: FakeDns
+    http: WatchedClient, files: FileHost, store: LocalAssetStore, dns: FakeDns
 ) -> None:
     """max_bytes is inclusive."""
     body = png(3, 3)
@@ -411,7 +421,7 @@ async def test_read_error_mid_body_is_retryable(
 
 
 async def test_slow_download_times_out(
-    http: httpx.AsyncClient, files: FileHost, store: LocalAssetStore, dns: FakeDns
+    http: WatchedClient, files: FileHost, store: LocalAssetStore, dns: FakeDns
 ) -> None:
     """A download exceeding the timeout fails (retryable) and leaves no staged file."""
     never = asyncio.Event()

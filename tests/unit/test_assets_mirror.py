@@ -8,6 +8,7 @@ downloads through its own `FileHost`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 from collections.abc import AsyncIterator
@@ -26,7 +27,14 @@ from service.observation import Observation, ResultFile
 from service.records import Asset, Task
 from service.transitions import decide, result_entries
 from tests.unit.conftest import RELAY_URL, Relay
-from tests.unit.test_assets_download import FILES, URL, FileHost, Responder, public_dns
+from tests.unit.test_assets_download import (
+    FILES,
+    URL,
+    FileHost,
+    Responder,
+    download_client,
+    public_dns,
+)
 from tests.unit.test_assets_netguard import FakeDns
 from tests.unit.test_assets_sniff import png
 
@@ -54,7 +62,7 @@ def _store(tmp_path: Path) -> LocalAssetStore:
 async def _mirror(
     relay: Relay, files: FileHost, dns: FakeDns, store: LocalAssetStore
 ) -> AsyncIterator[Mirror]:
-    async with httpx.AsyncClient(transport=files.transport()) as http:
+    async with contextlib.aclosing(download_client(files)) as http:
         downloader = Downloader(http, store, UrlGuard(resolver=dns), max_bytes=1 << 20, timeout=5.0)
         mirror = Mirror(
             relay.storage,
@@ -287,7 +295,7 @@ async def test_settled_copies_are_announced(
     settled: list[str] = []
     files.serve(URL, png())
     files.serve(f"https://{FILES}/busy.png", b"", 503)
-    async with httpx.AsyncClient(transport=files.transport()) as http:
+    async with contextlib.aclosing(download_client(files)) as http:
         downloader = Downloader(http, store, UrlGuard(resolver=dns), max_bytes=4096, timeout=5.0)
         mirror = Mirror(
             relay.storage, downloader, relay.clock, concurrency=1, tick=1.0,

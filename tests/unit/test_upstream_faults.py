@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from service.clients import watched_client
 from service.errors import (
     UpstreamError,
     UpstreamOutcomeUnknown,
@@ -39,7 +40,12 @@ class Upstream:
         self.slept.append(seconds)
 
     def client(self) -> GrsaiClient:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+        http = watched_client(
+            "grsai",
+            capacity=4,
+            timeout=httpx.Timeout(5.0),
+            transport=httpx.MockTransport(self.handle),
+        )
         return GrsaiClient(http, "http://grsai.test", "sk-x", sleep=self.sleep)
 
 
