@@ -141,10 +141,12 @@ class Check(BaseModel):
     status: Literal["ok", "failing"]
     error: str | None = None
     mode: Literal["callback", "poll"] | None = None
+    in_use: str | None = Field(default=None, description="An HTTP client's busy/all connections")
 
 
 class Readiness(BaseModel):
-    """Each dependency by name (`database`, `settings`, `poller`, `mirror`)."""
+    """Each dependency by name (`database`, `settings`, `poller`, `mirror`, `deliverer`, and the
+    outbound HTTP clients `http_grsai`, `http_downloads`, `http_deliveries`)."""
 
     status: Literal["ready", "not_ready"]
     checks: dict[str, Check]

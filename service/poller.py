@@ -65,7 +65,9 @@ class Poller:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the loop; polls still running after `grace` seconds are cancelled.
 
-        A cancelled poll loses nothing: its task keeps its lease and is polled again later.
+        A cancelled poll loses nothing: its task keeps its lease and is polled again later. Its
+        HTTP request is not cancelled with it (the client detaches sends from their callers), so
+        stopping cannot jam a connection pool.
         """
         self._stop.set()
         if self._task is None:

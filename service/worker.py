@@ -60,7 +60,11 @@ class QueueWorker:
             await asyncio.gather(*self.running, return_exceptions=True)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop; jobs still running after `grace` are cancelled (their lease retries them)."""
+        """Stop; jobs still running after `grace` are cancelled (their lease retries them).
+
+        Their HTTP sends are detached from them (see `service.httppool`) and end by httpx's
+        timeouts or when the client closes, so cancelling cannot jam a connection pool.
+        """
         self._stop.set()
         self._wake.set()
         if self._task is None:

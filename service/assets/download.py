@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,18 +54,19 @@ class Downloader:
         *,
         max_bytes: int,
         timeout: float,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._store = store
         self._guard = guard
         self._max_bytes = max_bytes
         self._timeout = timeout
+        self._now = now  # a monotonic clock, for the deadline
 
     async def fetch(self, url: str) -> Fetched:
         """Download, verify and store `url`; raise `FetchFailed` otherwise."""
         staged = self._store.staging_file()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
+        deadline = self._now() + self._timeout
         # A last resort for a transport that ignores httpx's timeouts: they and the deadline
         # checks end a download first. Cancelling here is safe (the client detaches its sends).
         backstop = self._timeout + min(self._timeout, self._http.client.timeout.read or 0.0)
@@ -75,7 +78,7 @@ class Downloader:
         except TimeoutError as exc:
             raise self._overdue() from exc
         except httpx.HTTPError as exc:
-            if isinstance(exc, httpx.TimeoutException) and loop.time() >= deadline:
+            if isinstance(exc, httpx.TimeoutException) and self._now() >= deadline:
                 raise self._overdue() from exc
             raise FetchFailed(f"download failed: {exc!r}", retryable=True) from exc
         finally:
@@ -87,7 +90,7 @@ class Downloader:
 
     def _within(self, deadline: float) -> httpx.Timeout:
         """The client's timeouts, none reaching past `deadline`."""
-        left = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        left = max(deadline - self._now(), 0.001)
         default = self._http.client.timeout
 
         def cap(value: float | None) -> float:
@@ -132,10 +135,9 @@ class Downloader:
         if declared and declared.isdigit() and int(declared) > self._max_bytes:
             raise FetchFailed(f"file is larger than {self._max_bytes} bytes", retryable=False)
         hasher, size, head, pending = hashlib.sha256(), 0, b"", bytearray()
-        loop = asyncio.get_running_loop()
         with staged.open("wb") as out:
             async for chunk in response.aiter_bytes():
-                if loop.time() > deadline:
+                if self._now() > deadline:
                     raise self._overdue()
                 size += len(chunk)
                 if size > self._max_bytes:

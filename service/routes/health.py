@@ -16,7 +16,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Each dependency by name: the database answers, settings usable, the poller runs."""
+    """Each dependency by name: the database answers, settings usable, the workers run, and each
+    outbound HTTP client can get a connection (a jammed or exhausted pool fails by name)."""
     svc = services(request)
     checks: dict[str, dict[str, str]] = {}
     try:
@@ -32,6 +33,8 @@ async def readyz(request: Request) -> JSONResponse:
     if svc.settings.mirror_results:
         checks["mirror"] = {"status": "ok" if svc.mirror.alive else "failing"}
     checks["deliverer"] = {"status": "ok" if svc.deliverer.alive else "failing"}
+    for client in svc.clients:
+        checks[f"http_{client.name}"] = client.health()
     if svc.settings.ready_check_upstream:
         checks["grsai"] = await svc.upstream.reachable(svc.clock.now())
     ready = all(c["status"] == "ok" for c in checks.values())

@@ -782,6 +782,9 @@ async def test_readyz_ready_with_poller(make_relay: MakeRelay) -> None:
             "poller": {"status": "ok"},
             "mirror": {"status": "ok"},
             "deliverer": {"status": "ok"},
+            "http_grsai": {"status": "ok", "in_use": "0/64"},
+            "http_downloads": {"status": "ok", "in_use": "0/16"},
+            "http_deliveries": {"status": "ok", "in_use": "0/32"},
         },
     }
 
