@@ -232,11 +232,14 @@ class WatchedClient:
 
     async def _admit(self, call: _Call) -> _Lease:
         """Wait (up to the pool timeout) for one of `capacity` slots."""
-        limit = httpx.Timeout(call.timeout if call.timeout is not None else self.client.timeout)
         started = time.perf_counter()
+        limit = httpx.Timeout(call.timeout if call.timeout is not None else self.client.timeout)
         try:
-            async with asyncio.timeout(limit.pool):
-                await self._slots.acquire()
+            if self._slots.locked():
+                async with asyncio.timeout(limit.pool):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()  # a free slot: taken without waiting
         except TimeoutError as exc:
             self.saturated += 1
             self._starved = (
