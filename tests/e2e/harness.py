@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 def wait_until_up(
-    url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+    url: str, timeout: float = 120.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Poll `url` until it answers, or fail (with the process output if it died)."""
     deadline = time.monotonic() + timeout
@@ -125,7 +125,7 @@ class SimulatorServer:
         ids: list[str] = (await client.get(f"{self.url}/_sim/tasks?ids=1")).json()["ids"]
         return ids
 
-    async def wait_idle(self, client: httpx.AsyncClient, within: float = 30.0) -> None:
+    async def wait_idle(self, client: httpx.AsyncClient, within: float = 60.0) -> None:
         """Wait until no task runs and no callback is pending (the callback log is final)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
@@ -193,7 +193,7 @@ class RelayProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
-    def terminate(self, timeout: float = 20.0) -> int:
+    def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM and wait; return the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:

@@ -43,8 +43,8 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-MAX_EXAMPLES = 50  # per operation and generation mode
-BUDGET = 80.0  # seconds of fuzzing per run; operations past it get fewer examples
+MAX_EXAMPLES = 50  # per operation and generation mode (a fixed count: no time budget, so a
+# slow machine runs exactly the cases a fast one does)
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
 # Deliveries to the relay's own /healthz (GET only) fail fast and die: the replay has work.
 RELAY_ENV = {"DELIVERY_SCHEDULE": "0,0.05", "DELIVERY_TIMEOUT": "1"}
@@ -103,19 +103,16 @@ def with_range(drawn: tuple[Case, str]) -> Case:
     return case
 
 
-def fuzz(
-    relay: RelayProcess, headers: dict[str, str], known: dict[str, Any], budget: float
-) -> Tally:
+def fuzz(relay: RelayProcess, headers: dict[str, str], known: dict[str, Any]) -> Tally:
     """Run every operation of the served document; return the tally."""
     schema = served_schema(relay)
     tally = Tally()
-    deadline = time.monotonic() + budget
     session = requests.Session()
     for operation in operations(schema):
         for strategy in strategies(schema, operation, headers, known):
-            left = deadline - time.monotonic()
-            examples = MAX_EXAMPLES if left > budget / 4 else max(5, MAX_EXAMPLES // 8)
-            run_cases(strategy, examples, lambda case: send(case, relay, session, headers, tally))
+            run_cases(
+                strategy, MAX_EXAMPLES, lambda case: send(case, relay, session, headers, tally)
+            )
     session.close()
     return tally
 
@@ -149,7 +146,9 @@ def send(
 ) -> None:
     """Send one case with exactly our credentials (or none) and check its answer."""
     case.headers.pop("Authorization", None)  # a generated one would stand in for ours
-    response = case.call(base_url=relay.url, session=session, headers=headers, timeout=15)
+    # a hang guard only: a request raising here would make hypothesis replay a case whose data
+    # depends on the relay's state, which it reports as flaky generation
+    response = case.call(base_url=relay.url, session=session, headers=headers, timeout=120)
     try:
         case.validate_response(response, checks=CHECKS, headers=headers)
     except (Failure, FailureGroup) as exc:
@@ -167,7 +166,7 @@ def known_task(relay: RelayProcess, simulator: SimulatorServer, key: str) -> dic
         created = client.post("/v1/tasks", json=body)
         assert created.status_code == 202, created.text
         task_id = created.json()["id"]
-        for _ in range(400):
+        for _ in range(2400):  # a hang guard of 120 s
             task = client.get(f"/v1/tasks/{task_id}").json()
             deliveries = client.get(f"/v1/tasks/{task_id}/deliveries").json()["data"]
             stored = all(r["asset"]["status"] == "stored" for r in task["results"])
@@ -211,7 +210,7 @@ def test_every_answer_matches_the_document(
     relay = start_relay(**RELAY_ENV)
     key = relay.create_key("contract")
     known = known_task(relay, simulator, key)
-    tally = fuzz(relay, auth(key) if with_key else {}, known, BUDGET)
+    tally = fuzz(relay, auth(key) if with_key else {}, known)
     report(capsys, "with a valid API key" if with_key else "without an API key", tally)
     record_property("generated_cases", tally.cases)
     assert set(tally.per_operation) == {op.label for op in operations(served_schema(relay))}

@@ -277,7 +277,7 @@ async def test_sigkill_loses_no_acknowledged_callback(
 
 async def first_sim_task(client: httpx.AsyncClient, sim: SimulatorServer) -> str:
     """Wait for the simulator to hold a task; return its id."""
-    for _ in range(1000):
+    for _ in range(6000):  # a hang guard of 60 s
         if ids := await sim.task_ids(client):
             return ids[0]
         await asyncio.sleep(0.01)

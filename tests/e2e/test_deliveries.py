@@ -61,7 +61,7 @@ async def wait_delivery(
     client: httpx.AsyncClient, relay: RelayProcess, key: str, task_id: str, status: str
 ) -> dict[str, Any]:
     """Wait until the task's final delivery has `status`."""
-    for _ in range(400):
+    for _ in range(1200):  # a hang guard of 60 s; the wait itself is on the condition
         found = await deliveries(client, relay, key, task_id)
         if found and found[0]["status"] == status:
             return found[0]
@@ -180,7 +180,7 @@ async def test_redeliver_sends_the_final_event_again_with_the_same_id(
     url = f"{relay.url}/v1/tasks/{task['id']}/deliveries/redeliver"
     response = await client.post(url, headers=auth(key))
     assert response.status_code == 202
-    for _ in range(200):
+    for _ in range(1200):  # a hang guard of 60 s
         if len(receiver.bodies("ok")) == 2:
             break
         await asyncio.sleep(0.05)

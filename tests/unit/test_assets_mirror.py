@@ -396,7 +396,7 @@ async def test_background_loop_copies_when_kicked(
     mirror.start()
     assert mirror.alive
     mirror.kick()
-    for _ in range(200):
+    for _ in range(12000):  # a hang guard of 60 s
         if (await asset(relay, task_id)).status == "stored":
             break
         await asyncio.sleep(0.005)
