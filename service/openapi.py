@@ -173,7 +173,8 @@ def _tasks() -> Json:
         "tasks", "listTasks", "List tasks, newest first",
         {
             "200": answer("One page.", ref("TaskPage")),
-            "400": error("`invalid_cursor`: a cursor this API did not issue."),
+            "400": error("`invalid_cursor`: a cursor this API did not issue, or one sent with "
+                         "filters other than those of the list it continues."),
             "422": error("`validation_failed`: bad `status`, `model` or `limit`."),
             "503": STORAGE,
         },
@@ -181,9 +182,11 @@ def _tasks() -> Json:
             _query("status", "Only tasks in this state.", {"enum": list(TASK_STATUSES)}),
             _query("model", "Only tasks of this model.",
                    {"type": "string", "minLength": 1, "maxLength": 100}),
-            _query("limit", "Page size.",
+            _query("limit", "Page size (with a cursor: that list's page size unless given).",
                    {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
-            _query("cursor", "`next_cursor` of the previous page.", {"type": "string"}),
+            _query("cursor", "`next_cursor` of the previous page. It carries the list's "
+                   "filters: send it alone or with the same `status` and `model`.",
+                   {"type": "string"}),
         ),
     )  # fmt: skip
     one = _op(

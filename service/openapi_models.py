@@ -87,7 +87,9 @@ class TaskPage(BaseModel):
     """One page of tasks, newest first."""
 
     data: list[Task]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` (alone) for the next page of the same list; null at the end."
+    )
 
 
 class Attempt(BaseModel):

@@ -681,6 +681,10 @@ def _read_cases() -> list[Case]:
 
         return base64.urlsafe_b64encode(text).decode().rstrip("=")
 
+    def cursor(**changes: object) -> str:
+        fields = {"v": 2, "seq": 5, "status": None, "model": None, "limit": 50, **changes}
+        return b64(json.dumps(fields).encode())
+
     def listing(name: str, query: str, status: int, code: str, field: str | None = None) -> Case:
         return api(f"list: {name}", "GET", f"/v1/tasks?{query}", status, code, field=field)
 
@@ -701,9 +705,15 @@ def _read_cases() -> list[Case]:
         listing("model empty", "model=", 422, val, "model"),
         listing("cursor garbage", "cursor=!!!", 400, cur),
         listing("cursor base64 of junk", "cursor=" + b64(b"junk junk"), 400, cur),
-        listing("cursor negative", "cursor=" + b64(b"v1:-5"), 400, cur),
-        listing("cursor other version", "cursor=" + b64(b"v2:5"), 400, cur),
-        listing("cursor 19 digits", "cursor=" + b64(b"v1:" + b"9" * 19), 400, cur),
+        listing("cursor of the old form", "cursor=" + b64(b"v1:5"), 400, cur),
+        listing("cursor negative", "cursor=" + cursor(seq=-5), 400, cur),
+        listing("cursor other version", "cursor=" + cursor(v=3), 400, cur),
+        listing("cursor 19 digits", "cursor=" + cursor(seq=10**19), 400, cur),
+        listing("cursor seq true", "cursor=" + cursor(seq=True), 400, cur),
+        listing("cursor unknown status", "cursor=" + cursor(status="done"), 400, cur),
+        listing("cursor limit 201", "cursor=" + cursor(limit=201), 400, cur),
+        listing("cursor extra key", "cursor=" + cursor(admin=True), 400, cur),
+        listing("cursor with another filter", "status=failed&cursor=" + cursor(), 400, cur),
         listing("cursor not UTF-8", "cursor=" + b64(b"\xff\xfe\xfd"), 400, cur),
         listing("cursor non-ASCII", "cursor=%C3%A9", 400, cur),
         listing("cursor bad padding", "cursor=a", 400, cur),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -27,6 +28,8 @@ from service.records import TASK_STATUSES
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
+MAX_MODEL = 100
+MAX_CURSOR = 1024  # the longest cursor this API issues (a 100-character model) is ~560
 
 
 async def create_task(request: Request) -> JSONResponse:
@@ -67,26 +70,64 @@ class TaskLookup:
 _JSON: dict[str, Any] = {"ensure_ascii": False, "allow_nan": False, "separators": (",", ":")}
 
 
-def encode_cursor(seq: int) -> str:
-    """An opaque keyset cursor."""
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the next page starts, and the list it belongs to (its filters and page size).
+
+    The cursor carries the filters so that following `next_cursor` alone pages the same list;
+    a request that names other filters gets 400 `invalid_cursor`. It is validated as strictly
+    as the query parameters and only ever reads the caller's own tasks, so an edited cursor
+    reaches nothing the query parameters would not.
+    """
+
+    seq: int
+    status: str | None
+    model: str | None
+    limit: int
+
+    def encode(self) -> str:
+        """The opaque form handed out as `next_cursor`."""
+        fields = {"v": 2, "seq": self.seq, "status": self.status, "model": self.model}
+        raw = json.dumps({**fields, "limit": self.limit}, ensure_ascii=False, separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    def filters(self) -> str:
+        """The filters, as a reader would write them in the query string."""
+        named = [f"{k}={v}" for k, v in (("status", self.status), ("model", self.model)) if v]
+        return "&".join(named) or "no filter"
 
 
-def decode_cursor(cursor: str) -> int:
-    """Read a cursor made by `encode_cursor`; 400 on anything else."""
+def _invalid_cursor(message: str = "cursor is not one this API issued") -> BadRequest:
+    return BadRequest(message, code="invalid_cursor")
+
+
+def decode_cursor(cursor: str) -> Cursor:
+    """Read a cursor made by `Cursor.encode`; 400 `invalid_cursor` on anything else."""
+    if len(cursor) > MAX_CURSOR:
+        raise _invalid_cursor()
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, _, seq = raw.partition(":")
-        if version != "v1" or not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
-            raise ValueError(raw)
-        return int(seq)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("cursor is not one this API issued", code="invalid_cursor") from exc
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error) as exc:  # JSONDecodeError, UnicodeDecodeError alike
+        raise _invalid_cursor() from exc
+    if not isinstance(raw, dict) or raw.keys() != {"v", "seq", "status", "model", "limit"}:
+        raise _invalid_cursor()
+    seq, status, model, limit = raw["seq"], raw["status"], raw["model"], raw["limit"]
+    if (
+        raw["v"] != 2
+        or type(seq) is not int
+        or not 0 < seq < 10**18
+        or not (status is None or status in TASK_STATUSES)
+        or not (model is None or (isinstance(model, str) and 1 <= len(model) <= MAX_MODEL))
+        or type(limit) is not int
+        or not 1 <= limit <= MAX_LIMIT
+    ):
+        raise _invalid_cursor()
+    return Cursor(seq, status, model, limit)
 
 
-def _limit(value: str | None) -> int:
+def _limit(value: str | None) -> int | None:
     if value is None:
-        return DEFAULT_LIMIT
+        return None
     if not (
         value.isascii() and value.isdigit() and len(value) <= 3 and 1 <= int(value) <= MAX_LIMIT
     ):
@@ -108,18 +149,32 @@ async def list_tasks(request: Request) -> JSONResponse:
             fields=[{"field": "status", "message": "unknown status"}],
         )
     model = query.get("model")
-    if model is not None and not 1 <= len(model) <= 100:
+    if model is not None and not 1 <= len(model) <= MAX_MODEL:
         raise ValidationFailed(
-            "model must be 1-100 characters", fields=[{"field": "model", "message": "bad length"}]
+            f"model must be 1-{MAX_MODEL} characters",
+            fields=[{"field": "model", "message": "bad length"}],
         )
     limit = _limit(query.get("limit"))
-    cursor = query.get("cursor")
-    before = decode_cursor(cursor) if cursor else None
+    before = None
+    if raw_cursor := query.get("cursor"):
+        cursor = decode_cursor(raw_cursor)
+        asked = (status or cursor.status, model or cursor.model)
+        if asked != (cursor.status, cursor.model):
+            raise _invalid_cursor(
+                f"this cursor continues the list with {cursor.filters()}; send it alone or with "
+                "the same filters, or start a new list without a cursor"
+            )
+        status, model, before = cursor.status, cursor.model, cursor.seq
+        limit = limit or cursor.limit
+    limit = limit or DEFAULT_LIMIT
     tasks = await services(request).storage.list_tasks(
         key.id, status=status, model=model, limit=limit + 1, before_seq=before
     )
     page = tasks[:limit]
-    next_cursor = encode_cursor(page[-1].seq) if len(tasks) > limit and page[-1].seq else None
+    last = page[-1].seq if page else None
+    next_cursor = None
+    if len(tasks) > limit and last:
+        next_cursor = Cursor(last, status, model, limit).encode()
     base = services(request).settings.public_base_url or ""
     return JSONResponse({"data": [t.to_json(base) for t in page], "next_cursor": next_cursor})
 

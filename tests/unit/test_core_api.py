@@ -728,6 +728,61 @@ async def test_filtered_pagination(relay: Relay) -> None:
     assert second["next_cursor"] is None
 
 
+async def failed_and_pending(relay: Relay, failed: int, pending: int) -> list[str]:
+    """Interleave `failed` refused submits with `pending` accepted ones; the failed ids, newest
+    first."""
+    failed_ids: list[str] = []
+
+    async def refuse(request: httpx.Request) -> httpx.Response:
+        return answer(None, -1, "insufficient credits")
+
+    for n in range(max(failed, pending)):
+        if n < pending:
+            relay.grsai.on_submit = None
+            await relay.created(prompt=f"ok{n}")
+        if n < failed:
+            relay.grsai.on_submit = refuse
+            failed_ids.append(error_of(await relay.submit(prompt=f"no{n}"), 502)["task_id"])
+    relay.grsai.on_submit = None
+    return failed_ids[::-1]
+
+
+async def test_cursor_alone_continues_the_filtered_list(relay: Relay) -> None:
+    """Following `next_cursor` alone after `?status=failed&limit=2` pages the same filtered list."""
+    failed = await failed_and_pending(relay, failed=5, pending=5)
+    page = await list_page(relay, status="failed", limit=2)
+    seen = [t["id"] for t in page["data"]]
+    while page["next_cursor"] is not None:
+        page = await list_page(relay, cursor=page["next_cursor"])
+        assert len(page["data"]) <= 2, "the cursor keeps the page size too"
+        seen += [t["id"] for t in page["data"]]
+    assert seen == failed
+
+
+async def test_cursor_with_the_same_filters_and_another_limit_is_accepted(relay: Relay) -> None:
+    """Repeating the cursor's filters is fine, and `limit` may change from page to page."""
+    failed = await failed_and_pending(relay, failed=4, pending=2)
+    first = await list_page(relay, status="failed", limit=1)
+    rest = await list_page(relay, status="failed", limit=10, cursor=first["next_cursor"])
+    assert [t["id"] for t in first["data"] + rest["data"]] == failed
+    assert rest["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    "other", [{"status": "pending"}, {"model": "nano-banana"}, {"status": "failed", "model": "x"}]
+)
+async def test_cursor_with_other_filters_is_400(relay: Relay, other: dict[str, str]) -> None:
+    """A cursor used with filters other than its own is 400 invalid_cursor, naming its filters."""
+    await failed_and_pending(relay, failed=3, pending=1)
+    cursor = (await list_page(relay, status="failed", limit=1))["next_cursor"]
+    response = await relay.client.get(
+        "/v1/tasks", params={**other, "cursor": cursor}, headers=relay.auth()
+    )
+    error = error_of(response, 400)
+    assert error["code"] == "invalid_cursor"
+    assert "status=failed" in error["message"]
+
+
 @pytest.mark.parametrize("limit", ["0", "201", "x", "²", "-1", "1.5", "", "0x10", "٣"])
 async def test_bad_limit_is_422(relay: Relay, limit: str) -> None:
     """limit must be an ASCII integer from 1 to 200."""
