@@ -1,7 +1,8 @@
 """Which models each submit path takes, and the task-object shape each model answers with.
 
 The shapes differ on purpose, exactly as the real API's do, so receivers learn to read
-`results[*].url` first and top-level `url` second, and to accept `fail_reason`.
+`results[*].url` first and top-level `url` second, and to accept `fail_reason`. Models that put
+their result at the top level carry it in `results` too, as GrsAI does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ class Shape(StrEnum):
 
     RESULTS_CONTENT = "results[{url,content}]"  # nano-banana
     RESULTS_SIZED = "results[{url,width,height}]"  # gpt-image-2
-    TOP_LEVEL = "url,width,height"  # sora-image, gpt-image-1.5, flux, veo *-fast
+    TOP_LEVEL = "url,width,height"  # sora-image, gpt-image-1.5, flux, veo *-fast (+ results)
     RESULTS_PID = "results[{url,pid}]"  # sora-2
     RESULTS_URL = "results[{url}]"  # other veo models
 
@@ -41,7 +42,7 @@ class ModelSpec:
     shape: Shape
     media: Media = Media.PNG
     failure_key: str = "failure_reason"
-    results_key: bool = True  # False: the `results` key is absent altogether
+    results_key: bool = True  # False: no `results` key until the task has succeeded
     max_variants: int = 1
 
 

@@ -33,14 +33,13 @@ def task_object(task: SimTask) -> JSONObject:
     obj: JSONObject = {"id": task.id, "task_id": task.id, "status": task.status}
     obj["progress"] = task.progress
     if spec.shape is Shape.TOP_LEVEL:
+        # The first result is also at the top level: GrsAI's own stream example reads `url`,
+        # `width`, `height` there, while its poll example reads `results[i].url`.
         first: ResultFile | None = task.files[0] if succeeded and task.files else None
         obj["url"] = first.url if first else ""
         if spec.media is Media.PNG:
             obj["width"] = first.width if first else 0
             obj["height"] = first.height if first else 0
-        # A single result lives only at the top level; with `variants: 2` both are listed too.
-        if items is not None and len(items) < 2:
-            items = None
     if spec.results_key or items is not None:
         obj["results"] = items
     obj[spec.failure_key] = task.failure_reason

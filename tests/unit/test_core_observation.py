@@ -86,6 +86,13 @@ def test_results_list_wins_over_top_level_url() -> None:
     assert found.results == (ResultFile(URL),)
 
 
+def test_both_forms_of_one_result_give_one_result() -> None:
+    """sora-image's object carries its result at the top level and in `results`: read once."""
+    item = {"url": URL, "width": 1024, "height": 1536}
+    found = parse_task_object(obj(status="succeeded", results=[item], **item))
+    assert found.results == (ResultFile(URL, 1024, 1536),)
+
+
 def test_items_without_url_are_skipped() -> None:
     """Result items with a null or empty url are skipped, not refused."""
     items = [{"url": None}, {"url": ""}, {"url": URL}]

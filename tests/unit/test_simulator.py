@@ -160,17 +160,16 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def _top_level(task: JSON) -> list[str]:
-    assert task["results"] is None
     assert task["url"].endswith(".png")
     assert (task["width"], task["height"]) == (64, 48)
+    assert task["results"] == [{"url": task["url"], "width": 64, "height": 48}]
     return [task["url"]]
 
 
 def _flux(task: JSON) -> list[str]:
-    assert "results" not in task
     assert "fail_reason" in task
     assert "failure_reason" not in task
-    return _top_level({**task, "results": None})
+    return _top_level(task)
 
 
 def _items(*keys: str, ext: str) -> Callable[[JSON], list[str]]:
@@ -185,8 +184,8 @@ def _items(*keys: str, ext: str) -> Callable[[JSON], list[str]]:
 
 
 def _veo_fast(task: JSON) -> list[str]:
-    assert task["results"] is None
     assert task["url"].endswith(".mp4")
+    assert task["results"] == [{"url": task["url"]}]
     return [task["url"]]
 
 
@@ -237,6 +236,16 @@ async def test_running_task_has_null_results_and_zero_end_time() -> None:
         task_id = await h.submit_id("/v1/draw/completions", "gpt-image-2")
         task = (await h.poll(task_id))["data"]
         assert (task["status"], task["results"], task["end_time"]) == ("running", None, 0)
+
+
+async def test_running_top_level_tasks_have_an_empty_url() -> None:
+    """While running, sora-image has `url: ""` and `results: null`; flux has no `results` key."""
+    async with simulated(fast_config(step_interval=10)) as h:
+        sora = (await h.poll(await h.submit_id("/v1/draw/completions", "sora-image")))["data"]
+        assert (sora["url"], sora["width"], sora["results"]) == ("", 0, None)
+        flux = (await h.poll(await h.submit_id("/v1/draw/flux", "flux-pro-1.1")))["data"]
+        assert flux["url"] == ""
+        assert "results" not in flux
 
 
 async def test_stream_mode_sends_data_lines_then_the_final() -> None:
