@@ -15,8 +15,8 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from service.assets.copier import Copier
 from service.assets.download import Downloader
-from service.assets.mirror import Mirror
 from service.assets.store import LocalAssetStore
 from service.clients import Transports, build_clients
 from service.clock import Clock, SystemClock
@@ -108,7 +108,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         max_bytes=settings.asset_max_bytes,
         timeout=settings.asset_timeout,
     )
-    mirror = Mirror(
+    copier = Copier(
         storage,
         downloader,
         clock,
@@ -146,7 +146,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
     )
 
     def finished() -> None:
-        mirror.kick()
+        copier.kick()
         deliverer.kick()
 
     return Services(
@@ -173,7 +173,7 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
             clock,
             verify=settings.verify_callbacks,
             verify_timeout=settings.upstream_verify_timeout,
-            mirror=copy,
+            copy_results=copy,
             on_final=finished,
         ),
         poller=Poller(
@@ -186,11 +186,11 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
             concurrency=settings.poller_concurrency,
             lease=settings.poller_lease,
             rng=rng,
-            mirror=copy,
+            copy_results=copy,
             on_final=finished,
         ),
         assets=assets,
-        mirror=mirror,
+        copier=copier,
         deliverer=deliverer,
         metrics=metrics,
         limiter=limiter,
@@ -214,13 +214,13 @@ def create_app(
             if run_workers:
                 svc.poller.start()
                 if settings.mirror_results:
-                    svc.mirror.start()
+                    svc.copier.start()
                 svc.deliverer.start()
             yield
         finally:
             grace = min(5.0, settings.shutdown_timeout)
             await svc.poller.stop(grace=grace)
-            await svc.mirror.stop(grace=grace)
+            await svc.copier.stop(grace=grace)
             await svc.deliverer.stop(grace=grace)
             await svc.clients.aclose()
             await svc.storage.close()

@@ -8,7 +8,7 @@ from typing import cast
 from starlette.requests import Request
 from starlette.types import Scope
 
-from service.assets.mirror import Mirror
+from service.assets.copier import Copier
 from service.assets.store import LocalAssetStore
 from service.clients import HttpClients
 from service.clock import Clock
@@ -36,7 +36,7 @@ class Services:
     ingestor: CallbackIngestor
     poller: Poller
     assets: LocalAssetStore
-    mirror: Mirror
+    copier: Copier
     deliverer: Deliverer
     metrics: Metrics
     limiter: SubmitLimiter

@@ -77,7 +77,7 @@ class Deliverer(QueueWorker):
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        super().__init__("client-deliveries", tick, log)
+        super().__init__("deliverer", tick, log)
         self._storage = storage
         self._http = http
         self.guard = guard

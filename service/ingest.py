@@ -63,7 +63,7 @@ class CallbackIngestor:
         *,
         verify: bool,
         verify_timeout: float,
-        mirror: bool = False,
+        copy_results: bool = False,
         on_final: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
@@ -72,7 +72,7 @@ class CallbackIngestor:
         self._clock = clock
         self._verify = verify
         self._verify_timeout = verify_timeout
-        self._mirror = mirror
+        self._copy_results = copy_results
         self._on_final = on_final
         self._verifying: dict[str, tuple[asyncio.Lock, int]] = {}  # task id -> (lock, users)
 
@@ -132,7 +132,10 @@ class CallbackIngestor:
         result = await self._storage.apply(
             task.id,
             lambda current: with_schedule(
-                decide(current, truth, now, mirror=self._mirror), current, self._policy, now
+                decide(current, truth, now, copy_results=self._copy_results),
+                current,
+                self._policy,
+                now,
             ),
             event,
             payload=False,

@@ -56,7 +56,7 @@ class ResultEntry(BaseModel):
     sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
     width: int | None
     height: int | None
-    stored_at: float | None = Field(description="Unix seconds.")
+    stored_at: AwareDatetime | None = Field(description="When our copy was stored (RFC 3339).")
     asset: AssetState
 
 
@@ -147,8 +147,8 @@ class Check(BaseModel):
 
 
 class Readiness(BaseModel):
-    """Each dependency by name (`database`, `settings`, `poller`, `mirror`, `deliverer`, and the
-    outbound HTTP clients `http_grsai`, `http_downloads`, `http_deliveries`)."""
+    """Each check by name: database, settings, poller, copier, deliverer, the outbound HTTP
+    clients (`http_grsai`, `http_downloads`, `http_deliveries`), and grsai when asked."""
 
     status: Literal["ready", "not_ready"]
     checks: dict[str, Check]

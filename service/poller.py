@@ -40,7 +40,7 @@ class Poller:
         concurrency: int,
         lease: float,
         rng: random.Random | None = None,
-        mirror: bool = False,
+        copy_results: bool = False,
         on_final: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
@@ -51,7 +51,7 @@ class Poller:
         self._batch = batch
         self._lease = lease
         self._rng = rng or random.Random()
-        self._mirror = mirror
+        self._copy_results = copy_results
         self._on_final = on_final
         self._slots = asyncio.Semaphore(concurrency)
         self._stop = asyncio.Event()
@@ -147,7 +147,7 @@ class Poller:
         next_poll = self._policy.after_poll(attempts, now, self._rng.random())
 
         def apply_poll(current: Task) -> Decision:
-            decision = decide(current, obs, now, mirror=self._mirror)
+            decision = decide(current, obs, now, copy_results=self._copy_results)
             changes = dict(decision.changes)
             if changes.get("status", current.status) not in ("succeeded", "failed"):
                 changes |= {"next_poll_at": next_poll, "poll_attempts": attempts}

@@ -14,11 +14,22 @@ SubmitState = Literal["submitting", "submitted", "failed"]
 EventOutcome = Literal["applied", "duplicate", "stale", "rejected", "deferred"]
 
 
-def _absolute(entry: dict[str, Any], base_url: str) -> dict[str, Any]:
-    url = entry.get("url")
-    if base_url and isinstance(url, str) and url.startswith("/"):
-        return {**entry, "url": base_url + url}
-    return entry
+def _served(entry: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """A result entry as clients see it: our URL absolute, `stored_at` in RFC 3339.
+
+    Entries are stored with `stored_at` in epoch seconds (like every other time in storage).
+    """
+    url, stored_at = entry.get("url"), entry.get("stored_at")
+    absolute = bool(base_url) and isinstance(url, str) and url.startswith("/")
+    epoch = isinstance(stored_at, int | float) and not isinstance(stored_at, bool)
+    if not (absolute or epoch):
+        return entry
+    served = dict(entry)
+    if absolute:
+        served["url"] = base_url + str(url)
+    if epoch:
+        served["stored_at"] = rfc3339(stored_at)
+    return served
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +104,7 @@ class Task:
             "model": self.model,
             "upstream_id": self.upstream_id,
             "input": self.input,
-            "results": [_absolute(entry, base_url) for entry in self.results],
+            "results": [_served(entry, base_url) for entry in self.results],
             "failure_reason": self.failure_reason,
             "error": self.error,
             "metadata": self.metadata,

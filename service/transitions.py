@@ -24,15 +24,15 @@ class Decision:
     copies: tuple[str, ...] = ()  # result URLs to copy to our storage, queued atomically
 
 
-def result_entries(obs: Observation, mirror: bool) -> list[dict[str, Any]]:
+def result_entries(obs: Observation, copy_results: bool) -> list[dict[str, Any]]:
     """The stored `results` of a task that just succeeded.
 
-    With mirroring, `url` stays null until our copy is stored (it is never shown as stored
+    With copying, `url` stays null until our copy is stored (it is never shown as stored
     before it is); without, `url` is GrsAI's own (expiring) URL.
     """
     return [
         {
-            "url": None if mirror else r.url,
+            "url": None if copy_results else r.url,
             "upstream_url": r.url,
             "content_type": None,
             "bytes": None,
@@ -40,16 +40,16 @@ def result_entries(obs: Observation, mirror: bool) -> list[dict[str, Any]]:
             "width": r.width,
             "height": r.height,
             "stored_at": None,
-            "asset": {"status": "pending" if mirror else "not_copied", "error": None},
+            "asset": {"status": "pending" if copy_results else "not_copied", "error": None},
         }
         for r in obs.results
     ]
 
 
-def decide(task: Task, obs: Observation, now: float, *, mirror: bool = False) -> Decision:
+def decide(task: Task, obs: Observation, now: float, *, copy_results: bool = False) -> Decision:
     """Decide how a (verified, if terminal) observation changes `task`.
 
-    With `mirror`, a success also queues a copy of every result file.
+    With `copy_results`, a success also queues a copy of every result file.
     """
     if task.upstream_id is not None and obs.upstream_id != task.upstream_id:
         return Decision("rejected", detail="id does not match this task's upstream id")
@@ -66,7 +66,7 @@ def decide(task: Task, obs: Observation, now: float, *, mirror: bool = False) ->
             **bind,
             "status": obs.status,
             "progress": 100 if obs.status == "succeeded" else max(task.progress, obs.progress or 0),
-            "results": result_entries(obs, mirror) if obs.status == "succeeded" else [],
+            "results": result_entries(obs, copy_results) if obs.status == "succeeded" else [],
             "failure_reason": obs.failure_reason if obs.status == "failed" else None,
             "error": obs.error,
             "completed_at": now,
@@ -74,7 +74,9 @@ def decide(task: Task, obs: Observation, now: float, *, mirror: bool = False) ->
             "last_event_at": now,
             "next_poll_at": None,
         }
-        copies = tuple(r.url for r in obs.results) if mirror and obs.status == "succeeded" else ()
+        copies = (
+            tuple(r.url for r in obs.results) if copy_results and obs.status == "succeeded" else ()
+        )
         return Decision("applied", changes, copies=copies)
     progress = obs.progress if obs.progress is not None else task.progress
     if task.status == "pending":

@@ -31,7 +31,7 @@ async def readyz(request: Request) -> JSONResponse:
     }
     checks["poller"] = {"status": "ok" if svc.poller.alive else "failing"}
     if svc.settings.mirror_results:
-        checks["mirror"] = {"status": "ok" if svc.mirror.alive else "failing"}
+        checks["copier"] = {"status": "ok" if svc.copier.alive else "failing"}
     checks["deliverer"] = {"status": "ok" if svc.deliverer.alive else "failing"}
     for client in svc.clients:
         checks[f"http_{client.name}"] = client.health()

@@ -42,7 +42,7 @@ async def metrics(request: Request) -> Response:
     m = svc.metrics
     for name, alive in (
         ("poller", svc.poller.alive),
-        ("mirror", svc.mirror.alive),
+        ("copier", svc.copier.alive),
         ("deliverer", svc.deliverer.alive),
     ):
         m.workers_alive.labels(name).set(1 if alive else 0)

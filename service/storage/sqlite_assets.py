@@ -23,7 +23,7 @@ def _asset(row: Any) -> Asset:
 
 
 def _save(conn: sqlite3.Connection, asset: Asset, now: float) -> None:
-    """Write the asset row and mirror its state into the task's `results[n]`."""
+    """Write the asset row and copy its state into the task's `results[n]`."""
     values = [getattr(asset, c) for c in _COLUMNS[2:]]
     assignments = ", ".join(f"{c} = ?" for c in _COLUMNS[2:])
     conn.execute(

@@ -5,10 +5,9 @@ from __future__ import annotations
 from service.storage.sqlite_base import SQLiteBase
 
 _QUEUES = {
-    "poll": "SELECT count(*), min(next_poll_at) FROM tasks WHERE next_poll_at <= ?",
-    "assets": "SELECT count(*), min(next_attempt_at) FROM assets WHERE next_attempt_at <= ?",
-    "deliveries": "SELECT count(*), min(next_attempt_at) FROM deliveries"
-    " WHERE next_attempt_at <= ?",
+    "poller": "SELECT count(*), min(next_poll_at) FROM tasks WHERE next_poll_at <= ?",
+    "copier": "SELECT count(*), min(next_attempt_at) FROM assets WHERE next_attempt_at <= ?",
+    "deliverer": "SELECT count(*), min(next_attempt_at) FROM deliveries WHERE next_attempt_at <= ?",
 }
 
 

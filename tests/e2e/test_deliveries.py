@@ -87,6 +87,7 @@ async def test_flaky_endpoint_gets_a_verifiable_event_after_retries(
     assert event["type"] == "task.succeeded"
     assert event["data"] == done
     assert event["data"]["results"][0]["asset"]["status"] == "stored"  # sent after the copy
+    assert event["data"]["results"][0]["stored_at"].endswith("Z")  # RFC 3339, as in the API
     with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + "A" * 32).verify(got[-1].body, got[-1].headers)
 

@@ -16,8 +16,8 @@ from service import cli, cli_ops
 from service.clock import ManualClock
 from service.settings import Settings
 from tests.unit.conftest import FakeGrsai, Relay
+from tests.unit.test_assets_copier import succeeded
 from tests.unit.test_assets_download import FILES, FileHost
-from tests.unit.test_assets_mirror import succeeded
 from tests.unit.test_assets_results import copy_all, open_relay
 from tests.unit.test_assets_sniff import png
 

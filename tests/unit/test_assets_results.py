@@ -2,7 +2,7 @@
 
 The relay here is built like conftest's, but its one outbound transport serves both the fake
 GrsAI and the result files (routed by Host header), and its resolver knows the file hosts, so
-the app's own mirror downloads the files it serves.
+the app's own copier downloads the files it serves.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from service.app import Seams, create_app
-from service.clock import ManualClock
+from service.clock import ManualClock, rfc3339
 from tests.unit.conftest import GRSAI_URL, RELAY_URL, FakeEntropy, FakeGrsai, Relay, relay_settings
+from tests.unit.test_assets_copier import drain, succeeded
 from tests.unit.test_assets_download import FILES, URL, FileHost, public_dns
-from tests.unit.test_assets_mirror import drain, succeeded
 from tests.unit.test_assets_sniff import png
 
 BODY = png(16, 12)
@@ -62,9 +62,9 @@ async def open_relay(
 
 
 async def copy_all(relay: Relay) -> None:
-    """Run the app's mirror once and wait for the copies it started."""
-    await relay.services.mirror.run_once()
-    await drain(relay.services.mirror)
+    """Run the app's copier once and wait for the copies it started."""
+    await relay.services.copier.run_once()
+    await drain(relay.services.copier)
 
 
 @pytest.fixture(name="files")
@@ -124,6 +124,7 @@ async def test_task_shows_our_url_for_the_copy(relay: Relay, task_id: str) -> No
     (entry,) = task["results"]
     assert entry["url"] == f"{RELAY_URL}/v1/tasks/{task_id}/results/0"
     assert (entry["sha256"], entry["bytes"], entry["width"], entry["height"]) == (SHA, SIZE, 16, 12)
+    assert entry["stored_at"] == rfc3339(relay.clock.now()), "RFC 3339, like every timestamp"
     path = entry["url"].removeprefix(RELAY_URL)
     assert (await relay.client.get(path, headers=relay.auth())).content == BODY
 

@@ -835,7 +835,7 @@ async def test_readyz_ready_with_poller(make_relay: MakeRelay) -> None:
             "database": {"status": "ok"},
             "settings": {"status": "ok", "mode": "callback"},
             "poller": {"status": "ok"},
-            "mirror": {"status": "ok"},
+            "copier": {"status": "ok"},
             "deliverer": {"status": "ok"},
             "http_grsai": {"status": "ok", "in_use": "0/64"},
             "http_downloads": {"status": "ok", "in_use": "0/16"},

@@ -101,9 +101,9 @@ def test_lower_progress_is_stale() -> None:
     assert decision.detail == "progress 30 is behind 70"
 
 
-def test_success_with_mirroring_queues_copies_and_hides_the_url() -> None:
-    """With mirroring, a success queues a copy of each result and shows no URL until stored."""
-    decision = decide(make_task(status="running"), succeeded(URL), NOW, mirror=True)
+def test_success_with_copying_queues_copies_and_hides_the_url() -> None:
+    """With copying, a success queues a copy of each result and shows no URL until stored."""
+    decision = decide(make_task(status="running"), succeeded(URL), NOW, copy_results=True)
     assert decision.copies == (URL,)
     entry = decision.changes["results"][0]
     assert (entry["url"], entry["upstream_url"], entry["asset"]["status"]) == (None, URL, "pending")

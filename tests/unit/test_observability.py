@@ -23,13 +23,17 @@ async def test_metrics_are_served_to_loopback(relay: Relay) -> None:
         "grsai_relay_http_request_seconds_bucket",
         "grsai_relay_upstream_seconds_bucket",
         "grsai_relay_db_commit_seconds_bucket",
-        'grsai_relay_queue_due{queue="poll"}',
-        'grsai_relay_queue_oldest_seconds{queue="deliveries"}',
+        'grsai_relay_queue_due{queue="poller"}',
+        'grsai_relay_queue_due{queue="copier"}',
+        'grsai_relay_queue_oldest_seconds{queue="deliverer"}',
         'grsai_relay_tasks{status="pending"} 1.0',
         'grsai_relay_worker_alive{worker="poller"}',
+        'grsai_relay_worker_alive{worker="copier"}',
+        'grsai_relay_worker_alive{worker="deliverer"}',
     ):
         assert name in text, name
     assert 'route="/v1/tasks",status="202"' in text
+    assert "mirror" not in text, "the copier has one name"
 
 
 async def test_metrics_refuse_other_hosts_without_a_token(relay: Relay) -> None:

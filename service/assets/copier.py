@@ -19,10 +19,10 @@ from service.records import Asset
 from service.storage import Storage
 from service.worker import QueueWorker
 
-log = logging.getLogger("grsai_relay.mirror")
+log = logging.getLogger("grsai_relay.copier")
 
 
-class Mirror(QueueWorker):
+class Copier(QueueWorker):
     """Copies queued result files on a tick (or at once when kicked)."""
 
     def __init__(
@@ -39,7 +39,7 @@ class Mirror(QueueWorker):
         on_settled: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
     ) -> None:
-        super().__init__("asset-mirror", tick, log)
+        super().__init__("copier", tick, log)
         self._storage = storage
         self._downloader = downloader
         self._clock = clock
