@@ -37,6 +37,7 @@ class RelayError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers: dict[str, str] = {}  # extra response headers (e.g. Idempotent-Replayed)
 
 
 class ClientError(RelayError):
@@ -161,11 +162,13 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
 
 def error_response(exc: RelayError) -> JSONResponse:
     """Render a domain error as its JSON response."""
-    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    headers = {"Retry-After": "1"} if exc.status == 503 else {}
     if "retry_after" in exc.details:
         headers = {"Retry-After": str(exc.details["retry_after"])}
     return JSONResponse(
-        error_body(exc.code, exc.message, **exc.details), status_code=exc.status, headers=headers
+        error_body(exc.code, exc.message, **exc.details),
+        status_code=exc.status,
+        headers={**headers, **exc.headers},
     )
 
 

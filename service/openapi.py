@@ -131,12 +131,25 @@ def _op(
     return op
 
 
+_REPLAYED = {
+    "description": "`true` when this answer replays the one an earlier request with the same "
+    "Idempotency-Key got (nothing was sent to GrsAI again); absent otherwise.",
+    "schema": {"const": "true"},
+}
+
+
 def _tasks() -> Json:
+    location = {
+        "description": "The task's URL (absolute under PUBLIC_BASE_URL, else its path).",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    }
     submit = _op(
         "tasks", "createTask", "Submit a task to GrsAI",
         {
             "202": answer("Accepted by GrsAI (or the task this Idempotency-Key made).",
-                          ref("Task")),
+                          ref("Task"), Location=location,
+                          **{"Idempotent-Replayed": _REPLAYED}),
             "400": error(f"{BAD_BODY}, `invalid_idempotency_key`."),
             "408": TIMEOUT,
             "409": error("`idempotency_in_flight`: the first request with this Idempotency-Key "
@@ -147,8 +160,9 @@ def _tasks() -> Json:
                          "`error.known_models`), `idempotency_key_reused`."),
             "429": error("`rate_limited`: too many submissions; retry after `Retry-After`.",
                          **{"Retry-After": {**_RETRY_AFTER, "required": True}}),
-            "502": error("`upstream_rejected` (stored as failed, `error.task_id`), "
-                         "`upstream_protocol_error`."),
+            "502": error("`upstream_rejected` (stored as failed, `error.task_id`; a retry with "
+                         "the same Idempotency-Key replays it), `upstream_protocol_error`.",
+                         **{"Idempotent-Replayed": _REPLAYED}),
             "503": error("`upstream_unavailable` (nothing submitted), `upstream_timeout`, "
                          "`upstream_outcome_unknown`, `storage_unavailable`.",
                          **{"Retry-After": _RETRY_AFTER}),

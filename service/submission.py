@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from service.catalog import Catalog
@@ -37,6 +38,17 @@ from service.upstream import GrsaiClient
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 SUBMIT_REJECTED = "submit_rejected"
+
+
+REPLAYED = {"Idempotent-Replayed": "true"}  # Stripe's mark of an answer given again
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A submission's outcome: the task, and whether this answer replays an earlier one."""
+
+    task: Task
+    replayed: bool = False
 
 
 def request_fingerprint(body: dict[str, Any]) -> str:
@@ -95,7 +107,9 @@ class Submitter:
             )
         return request, endpoint.path
 
-    async def submit(self, key: ApiKey, body: dict[str, Any], idempotency_key: str | None) -> Task:
+    async def submit(
+        self, key: ApiKey, body: dict[str, Any], idempotency_key: str | None
+    ) -> Accepted:
         """Create and submit a task, or replay the one this Idempotency-Key already made."""
         request, path = self._validate(body)
         if request.callback_url is not None and self._callback_guard is not None:
@@ -140,7 +154,9 @@ class Submitter:
             assert idempotency_key is not None
             existing = await self._storage.task_by_idempotency_key(key.id, idempotency_key)
             if existing is None:  # pragma: no cover - the row that conflicted cannot vanish
-                raise Conflict("a request with this Idempotency-Key is in flight") from None
+                raise Conflict(
+                    "a request with this Idempotency-Key is in flight", code="idempotency_in_flight"
+                ) from None
             return self._replay(existing, fingerprint)
         web_hook = f"{self._public_base_url}/webhooks/grsai/{token}" if token else "-1"
         try:
@@ -150,12 +166,12 @@ class Submitter:
             await self._record_failure(task, exc)
             exc.details["task_id"] = task.id
             raise
-        return await self._record_success(task, upstream_id)
+        return Accepted(await self._record_success(task, upstream_id))
 
     def _slot(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._limiter.upstream_slot() if self._limiter else contextlib.nullcontext()
 
-    def _replay(self, existing: Task, fingerprint: str) -> Task:
+    def _replay(self, existing: Task, fingerprint: str) -> Accepted:
         if existing.request_hash != fingerprint:
             raise ValidationFailed(
                 "this Idempotency-Key was used with a different request body",
@@ -170,8 +186,12 @@ class Submitter:
                 task_id=existing.id,
             )
         if existing.failure_reason == SUBMIT_REJECTED:
-            raise UpstreamRejected(existing.error or "GrsAI rejected the task", task_id=existing.id)
-        return existing
+            refusal = UpstreamRejected(
+                existing.error or "GrsAI rejected the task", task_id=existing.id
+            )
+            refusal.headers.update(REPLAYED)
+            raise refusal
+        return Accepted(existing, replayed=True)
 
     async def _record_failure(self, task: Task, exc: UpstreamError) -> None:
         now = self._clock.now()

@@ -25,6 +25,7 @@ from service.errors import (
 )
 from service.jsonbody import loads_object, read_body
 from service.records import TASK_STATUSES
+from service.submission import REPLAYED
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -47,8 +48,12 @@ async def create_task(request: Request) -> JSONResponse:
     body = loads_object(
         await read_body(request, svc.settings.api_max_body_bytes, svc.settings.body_timeout)
     )
-    task = await svc.submitter.submit(key, body, request.headers.get("idempotency-key"))
-    return JSONResponse(task.to_json(svc.settings.public_base_url or ""), status_code=202)
+    accepted = await svc.submitter.submit(key, body, request.headers.get("idempotency-key"))
+    base = svc.settings.public_base_url or ""
+    headers = {"Location": f"{base}/v1/tasks/{accepted.task.id}"}
+    if accepted.replayed:
+        headers |= REPLAYED
+    return JSONResponse(accepted.task.to_json(base), status_code=202, headers=headers)
 
 
 class TaskLookup:

@@ -13,7 +13,7 @@ import pytest
 
 from service.catalog import DEFAULT_MODELS
 from service.clock import rfc3339
-from tests.unit.conftest import FakeGrsai, MakeRelay, Relay, wrapped
+from tests.unit.conftest import RELAY_URL, FakeGrsai, MakeRelay, Relay, wrapped
 
 JSON = dict[str, Any]
 TASK_FIELDS = {
@@ -543,6 +543,30 @@ async def test_same_key_same_body_is_one_task(relay: Relay) -> None:
     assert relay.grsai.submits == 1
 
 
+async def test_accepted_task_has_its_location_and_no_replay_mark(relay: Relay) -> None:
+    """A first 202 carries `Location` (absolute under PUBLIC_BASE_URL) and no replay header."""
+    response = await relay.submit(idempotency_key="k-loc")
+    assert response.status_code == 202
+    assert response.headers["location"] == f"{RELAY_URL}/v1/tasks/{response.json()['id']}"
+    assert "idempotent-replayed" not in response.headers
+
+
+async def test_location_is_a_path_without_public_base_url(poll_relay: Relay) -> None:
+    """Without PUBLIC_BASE_URL the 202's `Location` is the task's path."""
+    response = await poll_relay.submit()
+    assert response.headers["location"] == f"/v1/tasks/{response.json()['id']}"
+
+
+async def test_replay_is_marked_idempotent_replayed(relay: Relay) -> None:
+    """A replay answers the same task with `Idempotent-Replayed: true` and the same Location."""
+    first = await relay.submit(idempotency_key="k-replay")
+    second = await relay.submit(idempotency_key="k-replay")
+    assert second.status_code == 202
+    assert second.json() == first.json()
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.headers["location"] == first.headers["location"]
+
+
 async def test_same_key_reordered_body_is_the_same_request(relay: Relay) -> None:
     """Key order and spacing do not change a request's identity."""
     headers = {**relay.auth(), "Idempotency-Key": "k-2", "Content-Type": "application/json"}
@@ -580,8 +604,9 @@ async def test_replayed_rejection_is_502_again(relay: Relay) -> None:
     relay.grsai.on_submit = refuse
     first = error_of(await relay.submit(idempotency_key="k-4"), 502)
     relay.grsai.on_submit = None
-    second = error_of(await relay.submit(idempotency_key="k-4"), 502)
-    assert second == first
+    replayed = await relay.submit(idempotency_key="k-4")
+    assert error_of(replayed, 502) == first
+    assert replayed.headers["idempotent-replayed"] == "true"
     assert relay.grsai.submits == 1
 
 
