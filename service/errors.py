@@ -155,6 +155,11 @@ class StorageUnavailable(RelayError):
     code = "storage_unavailable"
 
 
+# The framework's own refusals (routing) by status; any other status it raises is `http_error`.
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+HTTP_ERROR = "http_error"
+
+
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     """Build the one JSON error shape: {"error": {"code", "message", ...details}}."""
     return {"error": {"code": code, "message": message, **details}}
@@ -181,8 +186,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     from starlette.exceptions import HTTPException
 
     assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(exc.status_code, "http_error")
+    code = HTTP_ERROR_CODES.get(exc.status_code, HTTP_ERROR)
     message = "not found" if exc.status_code == 404 else str(exc.detail)  # one 404 body everywhere
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 

@@ -73,11 +73,12 @@ async def result_file(request: Request) -> Response:
     if asset is None:
         raise NotFound("no such result")
     if asset.status != "stored" or asset.sha256 is None:
-        raise NotFound(
-            f"result {raw_n} is not stored ({asset.status})",
-            code=f"asset_{asset.status}",
-            reason=asset.error,
-        )
+        message = f"result {raw_n} is not stored ({asset.status})"
+        if asset.status == "failed":
+            raise NotFound(message, code="asset_failed", reason=asset.error)
+        if asset.status == "pruned":
+            raise NotFound(message, code="asset_pruned", reason=asset.error)
+        raise NotFound(message, code="asset_pending", reason=asset.error)
     size = await svc.assets.size(asset.sha256)
     if size is None:
         raise NotFound("stored file is missing", code="asset_missing")
