@@ -1,111 +1,160 @@
-"""Which GrsAI endpoint serves which model, and which parameters each endpoint takes.
+"""Which GrsAI endpoint serves which model, and which parameters and values each model takes.
 
-The catalog changes often upstream, so it lives here in one place and `MODEL_CATALOG`
-(a JSON object `{"model": "/v1/draw/..."}`) adds or repoints models without a release.
+The catalog changes often upstream (GrsAI adds models and values without notice), so it is data
+kept in one place, and `MODEL_CATALOG` extends it without a release. Each entry of that JSON
+object is either the old form, a path (`{"model": "/v1/draw/nano-banana"}`: add or repoint a
+model, with its family's values), or an object:
+
+    {"model": {"endpoint": "/v1/draw/nano-banana", "values": {"aspectRatio": ["2:1"]}}}
+
+`endpoint` may be left out for a model already known. Each list in `values` is added to the
+values the model already takes for that parameter (a parameter it did not take then takes just
+those); `null` lifts the check, so any value of the right type passes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from service.catalog_values import (
+    DEFAULT_MODELS,
+    ENDPOINTS,
+    FAMILY_VALUES,
+    MODEL_VALUES,
+    Allowed,
+    Endpoint,
+    Value,
+)
+
+__all__ = ["ALL_PARAMS", "DEFAULT_MODELS", "ENDPOINTS", "Allowed", "Catalog", "Endpoint", "Model"]
+
+ALL_PARAMS: frozenset[str] = frozenset().union(*(e.params for e in ENDPOINTS))
+_BY_PATH = {e.path: e for e in ENDPOINTS}
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One GrsAI submit path and the body fields it accepts besides model/prompt."""
+class Model:
+    """One model: the endpoint serving it and the values it takes, by parameter."""
 
-    path: str
-    family: str
-    params: frozenset[str]
+    name: str
+    endpoint: Endpoint
+    values: Mapping[str, Allowed] = field(default_factory=dict)  # unlisted: any value
+
+    def allowed(self, param: str) -> Allowed | None:
+        """What `param` may be for this model; None when any value passes."""
+        return self.values.get(param)
+
+    def problems(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """One field error per parameter whose value this model does not take."""
+        found: list[dict[str, Any]] = []
+        for name, value in params.items():
+            rule = self.values.get(name)
+            if rule is None or rule.admits(value):
+                continue
+            if not rule.taken:
+                message = f"{self.name} does not take {name}"
+                found.append({"field": name, "message": message, "allowed": []})
+                continue
+            entry: dict[str, Any] = {"field": name, "message": f"must be {rule.describe()}"}
+            entry["allowed"] = list(rule.values)
+            if rule.pattern is not None:
+                entry["pattern"] = rule.pattern
+            found.append(entry)
+        return found
 
 
-_COMMON = frozenset({"shutProgress"})
-ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint(
-        "/v1/draw/completions",
-        "gpt-image",
-        _COMMON | {"urls", "size", "variants", "aspectRatio", "quality", "background"},
-    ),
-    Endpoint("/v1/draw/nano-banana", "nano-banana", _COMMON | {"urls", "aspectRatio", "imageSize"}),
-    Endpoint("/v1/draw/flux", "flux", _COMMON | {"urls", "aspectRatio"}),
-    Endpoint(
-        "/v1/video/sora-video",
-        "sora-video",
-        _COMMON | {"url", "aspectRatio", "duration", "size", "remixTargetId", "characters"},
-    ),
-    Endpoint(
-        "/v1/video/veo", "veo", _COMMON | {"aspectRatio", "firstFrameUrl", "lastFrameUrl", "urls"}
-    ),
-)
+def _defaults(name: str, endpoint: Endpoint) -> dict[str, Allowed]:
+    """The built-in values: the family's, refined per model where the model keeps its path."""
+    own = MODEL_VALUES.get(name, {}) if DEFAULT_MODELS.get(name) == endpoint.path else {}
+    return {**FAMILY_VALUES.get(endpoint.path, {}), **own}
 
-DEFAULT_MODELS: dict[str, str] = {
-    **dict.fromkeys(
-        ("sora-image", "gpt-image-1.5", "gpt-image-2", "gpt-image-2-vip"), "/v1/draw/completions"
-    ),
-    **dict.fromkeys(
-        (
-            "nano-banana-fast",
-            "nano-banana",
-            "nano-banana-pro",
-            "nano-banana-pro-vt",
-            "nano-banana-pro-cl",
-            "nano-banana-pro-vip",
-            "nano-banana-pro-4k-vip",
-            "nano-banana-2",
-            "nano-banana-2-cl",
-            "nano-banana-2-2k-cl",
-            "nano-banana-2-4k-cl",
-        ),
-        "/v1/draw/nano-banana",
-    ),
-    **dict.fromkeys(
-        ("flux-kontext-pro", "flux-kontext-max", "flux-pro-1.1", "flux-pro-1.1-ultra"),
-        "/v1/draw/flux",
-    ),
-    "sora-2": "/v1/video/sora-video",
-    **dict.fromkeys(
-        (
-            "veo3.1-fast",
-            "veo3.1-fast-1080p",
-            "veo3.1-fast-4k",
-            "veo3.1-pro",
-            "veo3.1-pro-1080p",
-            "veo3.1-pro-4k",
-        ),
-        "/v1/video/veo",
-    ),
-}
 
-ALL_PARAMS: frozenset[str] = frozenset().union(*(e.params for e in ENDPOINTS))
+def _endpoint(name: str, path: Any) -> Endpoint:
+    if not isinstance(path, str) or path not in _BY_PATH:
+        known = ", ".join(sorted(_BY_PATH))
+        raise ValueError(f"MODEL_CATALOG: {name}: unknown endpoint {path!r} (known: {known})")
+    return _BY_PATH[path]
+
+
+def _value_list(name: str, param: str, given: Any) -> tuple[Value, ...] | None:
+    if given is None:
+        return None
+    if not isinstance(given, list) or not all(
+        isinstance(v, str | int) and not isinstance(v, bool) for v in given
+    ):
+        raise ValueError(
+            f"MODEL_CATALOG: {name}: values.{param} must be a list of strings or integers, or null"
+        )
+    return tuple(given)
+
+
+def _entry(name: str, spec: Any, known: Model | None) -> Model:
+    """One MODEL_CATALOG entry, in either form, applied over what is known of the model."""
+    if isinstance(spec, str):
+        endpoint = _endpoint(name, spec)
+        return Model(name, endpoint, _defaults(name, endpoint))
+    if not isinstance(spec, dict):
+        raise ValueError(f"MODEL_CATALOG: {name}: give a path or an object with endpoint/values")
+    extra = sorted(set(spec) - {"endpoint", "values"})
+    if extra:
+        raise ValueError(f"MODEL_CATALOG: {name}: unknown keys {', '.join(extra)}; use endpoint")
+    if "endpoint" in spec:
+        endpoint = _endpoint(name, spec["endpoint"])
+    elif known is not None:
+        endpoint = known.endpoint
+    else:
+        raise ValueError(f"MODEL_CATALOG: {name}: endpoint is required for a new model")
+    values = dict(_defaults(name, endpoint))
+    given = spec.get("values", {})
+    if not isinstance(given, dict):
+        raise ValueError(f"MODEL_CATALOG: {name}: values must be an object of parameter -> list")
+    for param, listed in given.items():
+        if param not in endpoint.params - {"shutProgress"}:
+            raise ValueError(
+                f"MODEL_CATALOG: {name}: {param} is not a parameter of {endpoint.path}"
+            )
+        more = _value_list(name, param, listed)
+        if more is None:
+            values.pop(param, None)
+        else:
+            rule = values.get(param, Allowed())
+            added = tuple(v for v in more if v not in rule.values)
+            values[param] = replace(rule, values=rule.values + added)
+    return Model(name, endpoint, values)
 
 
 class Catalog:
-    """Model name -> endpoint lookup."""
+    """Model name -> the model's endpoint and values."""
 
-    def __init__(self, models: Mapping[str, str]) -> None:
-        by_path = {e.path: e for e in ENDPOINTS}
-        unknown = sorted({p for p in models.values() if p not in by_path})
-        if unknown:
-            raise ValueError(f"catalog names unknown endpoints: {', '.join(unknown)}")
-        self._models = {m: by_path[p] for m, p in models.items()}
+    def __init__(self, models: Mapping[str, Model]) -> None:
+        self._models = dict(models)
 
     @classmethod
     def from_override(cls, override_json: str | None) -> Catalog:
-        """Build the default catalog, extended by a JSON object of model -> path."""
-        models = dict(DEFAULT_MODELS)
+        """Build the default catalog, extended by MODEL_CATALOG (see the module's docstring)."""
+        models = {
+            name: Model(name, _BY_PATH[path], _defaults(name, _BY_PATH[path]))
+            for name, path in DEFAULT_MODELS.items()
+        }
         if override_json:
             extra = json.loads(override_json)
-            if not isinstance(extra, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
-            ):
-                raise ValueError("MODEL_CATALOG must be a JSON object of model name -> path")
-            models.update(extra)
+            if not isinstance(extra, dict):
+                raise ValueError("MODEL_CATALOG must be a JSON object of model name -> entry")
+            for name, spec in extra.items():
+                models[name] = _entry(name, spec, models.get(name))
         return cls(models)
 
-    def endpoint(self, model: str) -> Endpoint | None:
-        """Return the endpoint serving `model`, or None when the model is unknown."""
-        return self._models.get(model)
+    def model(self, name: str) -> Model | None:
+        """The model called `name`, or None when it is unknown."""
+        return self._models.get(name)
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        """Return the endpoint serving `name`, or None when the model is unknown."""
+        found = self._models.get(name)
+        return found.endpoint if found else None
 
     @property
     def models(self) -> list[str]:

@@ -181,7 +181,9 @@ def _tasks() -> Json:
             }},
         },
         description="A parameter the model's GrsAI endpoint does not take is a 422; types are "
-        "strict (`\"2\"` is not a number).",
+        "strict (`\"2\"` is not a number); values are checked against the model's allowed ones "
+        "(the catalog, extensible with MODEL_CATALOG), and a value outside them is a 422 whose "
+        "`fields` entry lists `allowed`.",
     )  # fmt: skip
     listing = _op(
         "tasks", "listTasks", "List tasks, newest first",

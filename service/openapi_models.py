@@ -15,6 +15,14 @@ class FieldError(BaseModel):
 
     field: str = Field(description="Dotted path of the field (`body` for the whole body).")
     message: str
+    allowed: list[str | int] | None = Field(
+        default=None,
+        description="A value the model does not take: the values it does (empty: it takes no "
+        "value for this field at all).",
+    )
+    pattern: str | None = Field(
+        default=None, description="Where the model also takes any value of a form: its regex."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -31,7 +31,9 @@ class TaskCreate(BaseModel):
     aspectRatio: str | None = Field(default=None, min_length=1, max_length=32)
     imageSize: str | None = Field(default=None, min_length=1, max_length=16)
     size: str | None = Field(default=None, min_length=1, max_length=32)
-    variants: int | None = Field(default=None, ge=1, le=2)
+    # Values are checked per model by the catalog (service/catalog_values.py); the bounds here
+    # only keep absurd numbers out, so MODEL_CATALOG can extend the lists.
+    variants: int | None = Field(default=None, ge=1, le=16)
     quality: str | None = Field(default=None, min_length=1, max_length=32)
     background: str | None = Field(default=None, min_length=1, max_length=32)
     duration: int | None = Field(default=None, ge=1, le=60)

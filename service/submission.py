@@ -87,15 +87,15 @@ class Submitter:
 
     def _validate(self, body: dict[str, Any]) -> tuple[TaskCreate, str]:
         request = parse_task_create(body, self._metadata_limit)
-        endpoint = self._catalog.endpoint(request.model)
-        if endpoint is None:
+        model = self._catalog.model(request.model)
+        if model is None:
             known = self._catalog.models
             raise ValidationFailed(
                 f"unknown model {request.model[:100]!r}; known models: {', '.join(known)}",
                 fields=[{"field": "model", "message": "unknown model"}],
                 known_models=known,
             )
-        params = request.upstream_params()
+        params, endpoint = request.upstream_params(), model.endpoint
         unsupported = sorted(set(params) - endpoint.params)
         if unsupported:
             raise ValidationFailed(
@@ -105,6 +105,12 @@ class Submitter:
                     for f in unsupported
                 ],
             )
+        wrong = model.problems(params)
+        if wrong:
+            summary = "; ".join(
+                f"{f['field']} {params[f['field']]!r}: {f['message']}" for f in wrong
+            )
+            raise ValidationFailed(f"{request.model}: {summary}", fields=wrong)
         return request, endpoint.path
 
     async def submit(

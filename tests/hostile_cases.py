@@ -528,6 +528,23 @@ def _submit_cases() -> list[Case]:
         submit("duration 10**20", 422, val, task_body(model="sora-2", duration=10**20), "duration"),
         submit("shutProgress 'false'", 422, val, task_body(shutProgress="false"), "shutProgress"),
         submit("aspectRatio as number", 422, val, task_body(aspectRatio=16), "aspectRatio"),
+        submit("aspectRatio banana", 422, val, task_body(aspectRatio="banana"), "aspectRatio"),
+        submit(
+            "aspectRatio of another model",
+            422,
+            val,
+            task_body(model="nano-banana-pro", aspectRatio="1:8"),
+            "aspectRatio",
+        ),
+        submit("duration 12", 422, val, task_body(model="sora-2", duration=12), "duration"),
+        submit("imageSize not taken", 422, val, task_body(imageSize="1K"), "imageSize"),
+        submit(
+            "size WxH out of range",
+            422,
+            val,
+            task_body(model="gpt-image-2-vip", aspectRatio="9999x9999"),
+            "aspectRatio",
+        ),
         submit(
             "characters as object",
             422,
