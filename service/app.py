@@ -70,7 +70,9 @@ def poll_policy(settings: Settings) -> PollPolicy:
     )
 
 
-def build_services(settings: Settings, seams: Seams | None = None) -> Services:
+def build_services(
+    settings: Settings, seams: Seams | None = None, *, demo_mode: bool = False
+) -> Services:
     """Wire every long-lived object from settings and the injected seams."""
     if settings.grsai_api_key is None:
         raise ValueError("GRSAI_API_KEY is not set (run `grsai-relay serve` for demo mode)")
@@ -196,15 +198,24 @@ def build_services(settings: Settings, seams: Seams | None = None) -> Services:
         limiter=limiter,
         clock=clock,
         entropy=entropy,
+        demo_mode=demo_mode,
     )
 
 
 def create_app(
-    settings: Settings | None = None, *, seams: Seams | None = None, run_workers: bool = True
+    settings: Settings | None = None,
+    *,
+    seams: Seams | None = None,
+    run_workers: bool = True,
+    demo_mode: bool = False,
 ) -> Starlette:
-    """Build the grsai-relay ASGI app. Reads the environment only when `settings` is None."""
+    """Build the grsai-relay ASGI app. Reads the environment only when `settings` is None.
+
+    `demo_mode` is set by `grsai-relay serve` when it runs against its own simulator: only
+    then are keys made by demo mode accepted.
+    """
     settings = settings or Settings()
-    svc = build_services(settings, seams)
+    svc = build_services(settings, seams, demo_mode=demo_mode)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

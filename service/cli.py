@@ -4,87 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
-from service import cli_ops
-from service.cli_ops import duration, with_storage
-from service.clock import SystemClock, rfc3339
-from service.credentials import SystemEntropy, hash_secret, new_api_key
+from pydantic import ValidationError
+
+from service import cli_keys, cli_ops
+from service.cli_ops import DURATION_FORMS, duration, with_storage
+from service.errors import StorageUnavailable
 from service.logs import configure as configure_logging
-from service.records import TASK_STATUSES, ApiKey
-from service.settings import Settings
-from service.signing import new_secret
+from service.preflight import CannotListen
+from service.records import TASK_STATUSES
+from service.settings import Settings, settings_problems
 from service.simulator import SimulatorConfig, run_simulator
-
-
-async def create_key(settings: Settings, name: str) -> tuple[str, str]:
-    """Create an API key (stored hashed) and its webhook signing secret; return both."""
-    storage = await with_storage(settings)
-    try:
-        made = new_api_key(SystemEntropy())
-        now = SystemClock().now()
-        key = ApiKey(made.id, name, made.prefix, now)
-        await storage.create_api_key(key, hash_secret(made.secret))
-        signing = new_secret()
-        await storage.add_signing_secret(made.id, signing, now, retire_others_at=None)
-        return made.secret, signing
-    finally:
-        await storage.close()
-
-
-async def rotate_secret(settings: Settings, key_id: str, grace_hours: float | None) -> str | None:
-    """A new signing secret for a key (by id or prefix); the old one signs for a grace period."""
-    storage = await with_storage(settings)
-    try:
-        found = [k for k in await storage.list_api_keys() if key_id in (k.id, k.prefix)]
-        if not found or found[0].revoked_at is not None:
-            return None
-        hours = settings.secret_rotation_grace_hours if grace_hours is None else grace_hours
-        now = SystemClock().now()
-        signing = new_secret()
-        await storage.add_signing_secret(found[0].id, signing, now, now + hours * 3600)
-        return signing
-    finally:
-        await storage.close()
-
-
-async def _keys(settings: Settings, ns: argparse.Namespace) -> int:
-    if ns.keys_command == "create":
-        secret, signing = await create_key(settings, ns.name)
-        print(secret)
-        print(signing)
-        print(
-            "Line 1 is the API key (shown once, stored only as a hash); line 2 is the secret\n"
-            "that signs callbacks to your callback_url (Standard Webhooks, whsec_...).",
-            file=sys.stderr,
-        )
-        return 0
-    if ns.keys_command == "rotate-secret":
-        rotated = await rotate_secret(settings, ns.key_id, ns.grace_hours)
-        if rotated is None:
-            print(f"no active key with id or prefix {ns.key_id!r}", file=sys.stderr)
-            return 1
-        print(rotated)
-        print(
-            "New signing secret; the old one keeps signing during the grace period.",
-            file=sys.stderr,
-        )
-        return 0
-    storage = await with_storage(settings)
-    try:
-        if ns.keys_command == "list":
-            for key in await storage.list_api_keys():
-                state = f"revoked {rfc3339(key.revoked_at)}" if key.revoked_at else "active"
-                print(f"{key.id}\t{key.prefix}…\t{key.name}\t{rfc3339(key.created_at)}\t{state}")
-            return 0
-        if await storage.revoke_api_key(ns.key_id, SystemClock().now()):
-            print(f"revoked {ns.key_id}")
-            return 0
-        print(f"no active key with id or prefix {ns.key_id!r}", file=sys.stderr)
-        return 1
-    finally:
-        await storage.close()
 
 
 async def _migrate(settings: Settings) -> int:
@@ -97,19 +30,38 @@ async def _migrate(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
+    """Bind the port first, then the database (and demo key), then start serving."""
     from service.app import create_app
-    from service.demo import banner, demo_settings, start_simulator
+    from service.demo import banner, demo_key, demo_key_file, demo_settings, start_simulator
+    from service.preflight import listen, loopback_fetch_warning
     from service.server import serve
 
-    demo_key = None
-    if settings.demo_mode:
-        settings = demo_settings(settings, start_simulator(), host, port)
-        demo_key, _ = asyncio.run(create_key(settings, "demo"))
-    app = create_app(settings)
-    if demo_key is not None:
-        print(banner(settings, demo_key, host, port), flush=True)
-    serve(app, settings, host, port)
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
+    demo = settings.demo_mode
+    try:
+        if demo:
+            key, signing = asyncio.run(demo_key(settings))
+            settings = demo_settings(settings, start_simulator(), host, port)
+        else:
+            asyncio.run(_open_database(settings))
+            warning = loopback_fetch_warning(settings)
+            if warning is not None:
+                logging.getLogger("grsai_relay").warning(warning)
+        app = create_app(settings, demo_mode=demo)
+    except BaseException:
+        sock.close()
+        raise
+    if demo:
+        print(banner(settings, key, signing, demo_key_file(settings)), flush=True)
+    serve(app, settings, sock)
     return 0
+
+
+async def _open_database(settings: Settings) -> None:
+    """Open (and migrate) the database once, so a bad path fails before serving, in one line."""
+    storage = await with_storage(settings)
+    await storage.close()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -147,17 +99,30 @@ def parser() -> argparse.ArgumentParser:
     prune = assets.add_subparsers(dest="assets_command", required=True).add_parser(
         "prune", help="remove copies of tasks older than ASSET_RETENTION_DAYS"
     )
-    prune.add_argument("--older-than-days", type=float, default=None)
+    prune.add_argument(
+        "--older-than",
+        type=duration,
+        default=None,
+        help=f"completed this long ago: {DURATION_FORMS} (default: ASSET_RETENTION_DAYS)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only print what would go")
     purge = sub.add_parser("purge", help="delete old finished tasks and everything about them")
     purge.add_argument(
-        "--older-than", type=duration, required=True, help="completed this long ago: 30d, 12h, 90m"
+        "--older-than",
+        type=duration,
+        required=True,
+        help=f"completed this long ago: {DURATION_FORMS}",
     )
     purge.add_argument("--dry-run", action="store_true", help="only print what would go")
     purge.add_argument("--batch", type=_positive, default=500, help="tasks per transaction")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending migrations")
-    db_sub.add_parser("backup", help="consistent copy of the live database").add_argument("path")
+    backup = db_sub.add_parser("backup", help="consistent copy of the live database")
+    backup.add_argument("path", help="the copy's file name (its folder must exist)")
+    backup.add_argument(
+        "--force", action="store_true", help="replace PATH if it exists; create missing folders"
+    )
     return top
 
 
@@ -174,20 +139,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "simulator":
         run_simulator(ns.host, ns.port, SimulatorConfig.from_cli(ns))
         return 0
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for line in settings_problems(exc):
+            print(line, file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        return _run(settings, ns)
+    except (StorageUnavailable, CannotListen) as exc:
+        print(f"grsai-relay: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(settings: Settings, ns: argparse.Namespace) -> int:
     if ns.command == "serve":
-        return _serve(settings, ns.host or settings.host, ns.port or settings.port)
+        port = settings.port if ns.port is None else ns.port
+        return _serve(settings, ns.host or settings.host, port)
     if ns.command == "keys":
-        return asyncio.run(_keys(settings, ns))
+        return asyncio.run(cli_keys.keys(settings, ns))
     if ns.command == "tasks":
         return asyncio.run(cli_ops.tasks(settings, ns))
     if ns.command == "assets":
-        return asyncio.run(cli_ops.prune(settings, ns.older_than_days))
+        return asyncio.run(cli_ops.prune(settings, ns.older_than, ns.dry_run))
     if ns.command == "purge":
         return asyncio.run(cli_ops.purge(settings, ns.older_than, ns.dry_run, ns.batch))
     if ns.db_command == "backup":
-        return cli_ops.backup(settings, ns.path)
+        return cli_ops.backup(settings, ns.path, force=ns.force)
     return asyncio.run(_migrate(settings))
 
 

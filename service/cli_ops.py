@@ -6,7 +6,8 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from service.assets.store import LocalAssetStore
@@ -25,26 +26,34 @@ async def with_storage(settings: Settings) -> Storage:
     return storage
 
 
-async def prune(settings: Settings, older_than_days: float | None) -> int:
-    days = older_than_days if older_than_days is not None else settings.asset_retention_days
+async def prune(settings: Settings, older_than: float | None, dry_run: bool = False) -> int:
+    """Retire stored copies of tasks completed before the cutoff; delete unreferenced files."""
+    seconds = older_than if older_than is not None else settings.asset_retention_days * 86400
     started = SystemClock().now()
-    cutoff = started - days * 86400
+    cutoff = started - seconds
     store = LocalAssetStore(settings.asset_dir)
     storage = await with_storage(settings)
     pruned, removed = 0, 0
     try:
-        while True:
-            count, orphans = await storage.prune_assets(cutoff, 500, started)
-            pruned += count
-            for sha in orphans:
-                removed += await store.delete(sha, unused_since=started - 60)
-            if count < 500:
-                break
-        removed += await sweep(store, storage, started)
+        if dry_run:
+            pruned = await storage.prune_count(cutoff)
+            removed = await _would_remove(
+                store, lambda sha: storage.hash_in_use_after_prune(sha, cutoff), started
+            )
+        else:
+            while True:
+                count, orphans = await storage.prune_assets(cutoff, 500, started)
+                pruned += count
+                for sha in orphans:
+                    removed += await store.delete(sha, unused_since=started - 60)
+                if count < 500:
+                    break
+            removed += await sweep(store, storage, started)
     finally:
         await storage.close()
-    print(f"retired {pruned} copies of tasks completed over {days:g} days ago")
-    print(f"removed {removed} files no remaining task refers to")
+    retire, remove = ("would retire", "would remove") if dry_run else ("retired", "removed")
+    print(f"{retire} {pruned} copies of tasks completed before {rfc3339(cutoff)}")
+    print(f"{remove} {removed} files no remaining task refers to")
     return 0
 
 
@@ -57,14 +66,21 @@ async def sweep(store: LocalAssetStore, storage: Storage, started: float) -> int
     return removed
 
 
+DURATION_FORMS = "30d (days), 12h (hours), 90m (minutes) or 45s (seconds)"
+
+
 def duration(text: str) -> float:
-    """Seconds in `30d`, `12h`, `90m`, `45s` or a plain number of seconds."""
+    """Seconds in `30d`, `12h`, `90m` or `45s`; the unit is required.
+
+    A bare number is refused: `purge --older-than 30` once meant 30 seconds to the code and
+    30 days to the operator, and deleted every finished task.
+    """
     found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip().lower())
     if found is None:
-        raise argparse.ArgumentTypeError(
-            f"not a duration: {text!r} (e.g. 30d, 12h, 90m, or seconds)"
-        )
-    return float(found[1]) * _UNITS[found[2] or "s"]
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r}; write {DURATION_FORMS}")
+    if not found[2]:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} has no unit; write {DURATION_FORMS}")
+    return float(found[1]) * _UNITS[found[2]]
 
 
 def _key_id(keys: Sequence[ApiKey], wanted: str) -> str | None:
@@ -95,7 +111,7 @@ async def tasks(settings: Settings, ns: argparse.Namespace) -> int:
         if task is None:
             print(f"no task with id {ns.task_id!r}", file=sys.stderr)
             return 1
-        shown: dict[str, Any] = task.to_json(settings.public_base_url or "")
+        shown: dict[str, Any] = task.to_json(_base_url(settings))
         shown["events"] = [
             {
                 "source": e.source,
@@ -113,6 +129,26 @@ async def tasks(settings: Settings, ns: argparse.Namespace) -> int:
         await storage.close()
 
 
+def _base_url(settings: Settings) -> str:
+    """The base of our own result URLs as the API shows them (a note on stderr if guessed)."""
+    if settings.public_base_url:
+        return settings.public_base_url
+    if settings.demo_mode:  # a demo relay tells clients its own address
+        from service.demo import own_url
+
+        base = own_url(settings.host, settings.port)
+        print(
+            f"PUBLIC_BASE_URL is unset: result URLs assume the demo relay at {base} (HOST, PORT)",
+            file=sys.stderr,
+        )
+        return base
+    print(
+        "PUBLIC_BASE_URL is unset: result URLs are relative to the relay's address",
+        file=sys.stderr,
+    )
+    return ""
+
+
 async def purge(settings: Settings, older_than: float, dry_run: bool, batch: int) -> int:
     started = SystemClock().now()
     cutoff = started - older_than
@@ -121,10 +157,9 @@ async def purge(settings: Settings, older_than: float, dry_run: bool, batch: int
     try:
         if dry_run:
             counts = await storage.purge_counts(cutoff)
-            removed = 0
-            for sha in store.hashes():
-                if not await storage.hash_in_use_after_purge(sha, cutoff):
-                    removed += _unused_since(store, sha, started - 60)
+            removed = await _would_remove(
+                store, lambda sha: storage.hash_in_use_after_purge(sha, cutoff), started
+            )
         else:
             counts = await storage.purge_tasks(cutoff, batch)
             counts["held"] = (await storage.purge_counts(cutoff))["held"]
@@ -143,6 +178,17 @@ async def purge(settings: Settings, older_than: float, dry_run: bool, batch: int
     return 0
 
 
+async def _would_remove(
+    store: LocalAssetStore, in_use: Callable[[str], Awaitable[bool]], started: float
+) -> int:
+    """How many files `sweep` would delete once `in_use` holds, without deleting any."""
+    removed = 0
+    for sha in store.hashes():
+        if not await in_use(sha):
+            removed += _unused_since(store, sha, started - 60)
+    return removed
+
+
 def _unused_since(store: LocalAssetStore, sha: str, since: float) -> bool:
     """What `store.delete(sha, unused_since=since)` would do, without doing it."""
     try:
@@ -151,12 +197,18 @@ def _unused_since(store: LocalAssetStore, sha: str, since: float) -> bool:
         return False
 
 
-def backup(settings: Settings, path: str) -> int:
+def backup(settings: Settings, path: str, *, force: bool = False) -> int:
+    """`db backup PATH`: refuses to replace a file or create folders unless `force`."""
     from service.storage.sqlite_ops import BackupError, backup_database
 
+    target = Path(path)
     try:
         source = sqlite_path(settings.database_url)
-        made = backup_database(source, path)
+        if not force and target.exists() and not target.is_dir():
+            raise BackupError(f"{target} already exists; pass --force to replace it")
+        if not force and not target.parent.is_dir():
+            raise BackupError(f"folder {target.parent} does not exist; create it or pass --force")
+        made = backup_database(source, target)
     except (ValueError, BackupError) as exc:
         print(f"backup failed: {exc}", file=sys.stderr)
         return 1

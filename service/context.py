@@ -42,6 +42,7 @@ class Services:
     limiter: SubmitLimiter
     clock: Clock
     entropy: Entropy
+    demo_mode: bool = False  # serving demo mode's simulator: demo keys are accepted
 
 
 def services(request: Request) -> Services:

@@ -41,6 +41,7 @@ class ApiKey:
     prefix: str
     created_at: float
     revoked_at: float | None = None
+    demo: bool = False  # made by demo mode: refused while the relay runs with a real GrsAI key
 
 
 @dataclass(frozen=True, slots=True)

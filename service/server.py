@@ -9,9 +9,12 @@ forever. `DeadlineH11Protocol` closes any connection whose request head is not c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import signal
+import socket
+import sys
 from typing import Any
 
 import uvicorn
@@ -75,6 +78,7 @@ def protocol_class(header_timeout: float) -> type[DeadlineH11Protocol]:
 
 
 GC_YOUNG_THRESHOLD = 10_000
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app fails to start
 
 
 def settle_heap() -> None:
@@ -93,8 +97,9 @@ def settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def serve(app: Starlette, settings: Settings, host: str, port: int) -> None:
-    """Run `app` until SIGINT/SIGTERM, then drain in-flight requests within SHUTDOWN_TIMEOUT.
+def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None:
+    """Run `app` on the bound `sock` until SIGINT/SIGTERM, then drain in-flight requests within
+    SHUTDOWN_TIMEOUT.
 
     uvicorn re-raises the signal it caught once it has shut down, which would end the process
     "killed by SIGTERM"; a graceful stop is a success, so the re-raised SIGTERM is absorbed and
@@ -103,19 +108,27 @@ def serve(app: Starlette, settings: Settings, host: str, port: int) -> None:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     settle_heap()
     try:
-        _run(app, settings, host, port)
+        _run(app, settings, sock)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(app: Starlette, settings: Settings, host: str, port: int) -> None:
-    uvicorn.run(
+def _run(app: Starlette, settings: Settings, sock: socket.socket) -> None:
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         http=protocol_class(settings.header_timeout),
-        log_level=settings.log_level.lower(),
+        log_level=settings.log_level,
         log_config=None,  # keep our logging set-up (with its redaction filter)
+        access_log=False,  # requests are logged once, by our middleware
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         timeout_keep_alive=5,
     )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGINT it stopped on, once stopped
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])  # bound before anything else started (see `preflight`)
+    if not server.started:  # as `uvicorn.run` does: the app failed to start
+        sys.exit(STARTUP_FAILURE)

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.catalog import Catalog
 from service.netguard import parse_networks
+
+_CATALOG_EXAMPLE = '{"my-model": "/v1/draw/nano-banana"}'
+_CHOICES = {
+    "log_level": ("debug", "info", "warning", "error", "critical"),
+    "log_format": ("auto", "json", "text"),
+    "sqlite_synchronous": ("OFF", "NORMAL", "FULL", "EXTRA"),
+}
+
+
+def _seconds(text: str) -> list[float]:
+    """Comma-separated seconds (`5,30,120`) as numbers."""
+    try:
+        return [float(d) for d in text.split(",") if d.strip()]
+    except ValueError as exc:
+        raise ValueError("must be comma-separated seconds, e.g. 5,30,120") from exc
 
 
 class Settings(BaseSettings):
@@ -71,14 +86,14 @@ class Settings(BaseSettings):
     delivery_allow_networks: str = ""
     secret_rotation_grace_hours: float = Field(default=24.0, ge=0)
 
-    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    sqlite_synchronous: str = "NORMAL"
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     write_batch_max: int = Field(default=256, gt=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
     header_timeout: float = Field(default=10.0, gt=0)
     body_timeout: float = Field(default=30.0, gt=0)
     log_level: str = "info"
-    log_format: Literal["auto", "json", "text"] = "auto"
+    log_format: str = "auto"
     metrics_token: str | None = None
     submit_rate_per_minute: float = Field(default=600.0, ge=0)
     submit_max_in_flight: int = Field(default=32, gt=0)
@@ -107,24 +122,38 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
+    @field_validator("log_level", "log_format", "sqlite_synchronous")
+    @classmethod
+    def _choice(cls, value: str, info: ValidationInfo) -> str:
+        """One of a few words, in any case (the error keeps the value as it was written)."""
+        choices = _CHOICES[str(info.field_name)]
+        for choice in choices:
+            if value.strip().lower() == choice.lower():
+                return choice
+        raise ValueError(f"should be one of {', '.join(choices)}")
+
     @field_validator("model_catalog")
     @classmethod
     def _catalog_parses(cls, value: str | None) -> str | None:
-        Catalog.from_override(value)
+        try:
+            Catalog.from_override(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"must be a JSON object of model name -> path, e.g. {_CATALOG_EXAMPLE} ({exc})"
+            ) from exc
         return value
 
     @field_validator("asset_retry_delays")
     @classmethod
     def _delays(cls, value: str) -> str:
-        delays = [float(d) for d in value.split(",") if d.strip()]
-        if any(d < 0 for d in delays):
+        if any(d < 0 for d in _seconds(value)):
             raise ValueError("delays must be >= 0 seconds")
         return value
 
     @field_validator("delivery_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        steps = [float(d) for d in value.split(",") if d.strip()]
+        steps = _seconds(value)
         if not steps or any(d < 0 for d in steps):
             raise ValueError("needs at least one delay, all >= 0 seconds")
         return value
@@ -137,7 +166,7 @@ class Settings(BaseSettings):
 
     def retry_delays(self) -> list[float]:
         """ASSET_RETRY_DELAYS as numbers."""
-        return [float(d) for d in self.asset_retry_delays.split(",") if d.strip()]
+        return _seconds(self.asset_retry_delays)
 
     @property
     def demo_mode(self) -> bool:
@@ -147,3 +176,13 @@ class Settings(BaseSettings):
     def catalog(self) -> Catalog:
         """The model catalog with overrides applied."""
         return Catalog.from_override(self.model_catalog)
+
+
+def settings_problems(error: ValidationError) -> list[str]:
+    """One line per bad setting: its environment variable, the value given, what is allowed."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        message = problem["msg"].removeprefix("Value error, ").removeprefix("Input ")
+        lines.append(f"bad setting {field.upper()}={problem.get('input')!r}: {message}")
+    return lines

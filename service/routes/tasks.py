@@ -63,7 +63,7 @@ class TaskLookup:
         """Answer the caller's task as JSON; 404 if it is not theirs or does not exist."""
         svc = scope_services(scope)
         authorization = (header(scope, b"authorization") or b"").decode("latin-1")
-        key = await api_key_from(svc.storage, authorization)
+        key = await api_key_from(svc.storage, authorization, demo_mode=svc.demo_mode)
         task_id = scope["path_params"]["task_id"]
         task = await svc.storage.task(task_id, key.id) if len(task_id) <= 64 else None
         if task is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import uvicorn
@@ -53,12 +54,22 @@ def create_simulator_app(
 
 
 def simulator_server(
-    host: str, port: int, config: SimulatorConfig, *, log_level: str = "info"
+    host: str,
+    port: int,
+    config: SimulatorConfig,
+    *,
+    log_level: str = "info",
+    embedded: bool = False,
 ) -> uvicorn.Server:
-    """A uvicorn server for the simulator (port 0 picks a free one)."""
+    """A uvicorn server for the simulator (port 0 picks a free one).
+
+    `embedded`: inside another process (demo mode), whose logging set-up is kept as it is and
+    whose log already has a line per request: no logging config of its own, no access lines.
+    """
     app = create_simulator_app(config)
+    extra: dict[str, Any] = {"log_config": None, "access_log": False} if embedded else {}
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, lifespan="on", log_level=log_level)
+        uvicorn.Config(app, host=host, port=port, lifespan="on", log_level=log_level, **extra)
     )
     QuietDrops.install(logging.getLogger("uvicorn.error"))  # after Config set logging up
     return server

@@ -150,6 +150,12 @@ class Storage(Protocol):
     ) -> tuple[int, list[str]]:
         """Retire copies of old tasks; return (count, hashes no stored copy refers to)."""
 
+    async def prune_count(self, completed_before: float) -> int:
+        """How many stored copies `prune_assets` would retire now."""
+
+    async def hash_in_use_after_prune(self, sha256: str, completed_before: float) -> bool:
+        """True if a stored copy that `prune_assets` would keep refers to this file."""
+
     async def add_signing_secret(
         self, api_key_id: str, secret: str, now: float, retire_others_at: float | None
     ) -> None:

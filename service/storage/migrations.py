@@ -121,6 +121,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id, id)",
         "CREATE TABLE gone_urls (url TEXT PRIMARY KEY, at REAL NOT NULL)",
     ),
+    # 4: keys made by demo mode work only in demo mode. Demo mode always named its key "demo";
+    # those made before this flag existed are flagged too, since their secret was printed in a
+    # banner and would otherwise spend real credits once the relay gets a GrsAI key.
+    (
+        "ALTER TABLE api_keys ADD COLUMN demo INTEGER NOT NULL DEFAULT 0",
+        "UPDATE api_keys SET demo = 1 WHERE name = 'demo'",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -16,6 +15,7 @@ from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.migrations import LATEST, MIGRATIONS
 from service.storage.sqlite_assets import SQLiteAssets
 from service.storage.sqlite_deliveries import SQLiteDeliveries, enqueue_final_event
+from service.storage.sqlite_files import make_folder, open_failure
 from service.storage.sqlite_ops import SQLiteOps
 from service.storage.sqlite_rows import (
     SELECT_STATE,
@@ -47,6 +47,13 @@ def connect(path: str, busy_timeout_ms: int, *, read_only: bool = False) -> sqli
     if read_only:
         conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+_SELECT_KEY = "SELECT id, name, prefix, created_at, revoked_at, demo FROM api_keys"
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -93,7 +100,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
 
     async def open(self) -> None:
         """Create the file if needed, switch to WAL, migrate, start the writer and readers."""
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path)
         writer = GroupCommitWriter(
             self._writer_connection,
             self._batch_max,
@@ -112,7 +119,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         except sqlite3.Error as exc:
             await writer.close()
             await self.close()
-            raise storage_error(exc) from exc
+            raise open_failure(self.path, exc) from exc
         self._writer = writer
         writer.start()
 
@@ -161,19 +168,18 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO api_keys (id, name, prefix, key_hash, created_at) VALUES (?,?,?,?,?)",
-                (key.id, key.name, key.prefix, key_hash, key.created_at),
+                "INSERT INTO api_keys (id, name, prefix, key_hash, created_at, demo)"
+                " VALUES (?,?,?,?,?,?)",
+                (key.id, key.name, key.prefix, key_hash, key.created_at, int(key.demo)),
             )
 
         await self._write(op)
 
     async def list_api_keys(self) -> list[ApiKey]:
         """Every key, newest first."""
-        sql = (
-            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at DESC"
-        )
+        sql = f"{_SELECT_KEY} ORDER BY created_at DESC"
         async with self._read_conn().execute(sql) as cur:
-            return [ApiKey(*row) for row in await cur.fetchall()]
+            return [_api_key(row) for row in await cur.fetchall()]
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool:
         """Set revoked_at on the key with this id or prefix."""
@@ -190,12 +196,9 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
 
     async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
         """Find an active key by hash (a fast indexed read)."""
-        sql = (
-            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys"
-            " WHERE key_hash = ? AND revoked_at IS NULL"
-        )
+        sql = f"{_SELECT_KEY} WHERE key_hash = ? AND revoked_at IS NULL"
         rows = self._fast_rows(sql, (key_hash,))
-        return ApiKey(*rows[0]) if rows else None
+        return _api_key(rows[0]) if rows else None
 
     async def insert_task(self, task: Task) -> None:
         """Insert a task; a taken Idempotency-Key raises `DuplicateIdempotencyKey`."""

@@ -16,6 +16,8 @@ _COLUMNS = (
     "content_type", "bytes", "width", "height", "stored_at",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM assets"
+# what `assets prune` retires: stored copies of tasks completed before a cutoff
+_OLD_TASKS = "SELECT id FROM tasks WHERE completed_at IS NOT NULL AND completed_at < ?"
 
 
 def _asset(row: Any) -> Asset:
@@ -100,10 +102,7 @@ class SQLiteAssets(SQLiteBase):
         """
 
         def op(conn: sqlite3.Connection) -> tuple[int, list[str]]:
-            sql = (
-                f"{_SELECT} WHERE status = 'stored' AND task_id IN (SELECT id FROM tasks"
-                " WHERE completed_at IS NOT NULL AND completed_at < ?) LIMIT ?"
-            )
+            sql = f"{_SELECT} WHERE status = 'stored' AND task_id IN ({_OLD_TASKS}) LIMIT ?"
             cur = conn.execute(sql, (completed_before, limit))
             old = [_asset(row) for row in cur.fetchall()]
             for asset in old:
@@ -119,3 +118,19 @@ class SQLiteAssets(SQLiteBase):
 
         result: tuple[int, list[str]] = await self._write(op)
         return result
+
+    async def prune_count(self, completed_before: float) -> int:
+        """How many stored copies `prune_assets` would retire now."""
+        sql = f"SELECT count(*) FROM assets WHERE status = 'stored' AND task_id IN ({_OLD_TASKS})"
+        async with self._read_conn().execute(sql, (completed_before,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def hash_in_use_after_prune(self, sha256: str, completed_before: float) -> bool:
+        """True if a stored copy that `prune_assets` would keep refers to this file."""
+        sql = (
+            "SELECT 1 FROM assets WHERE sha256 = ? AND status = 'stored'"
+            f" AND task_id NOT IN ({_OLD_TASKS}) LIMIT 1"
+        )
+        async with self._read_conn().execute(sql, (sha256, completed_before)) as cur:
+            return await cur.fetchone() is not None

@@ -255,7 +255,9 @@ async def _make_relay(
     async with contextlib.AsyncExitStack() as stack:
         made = 0
 
-        async def make(*, run_poller: bool = False, **changes: Any) -> Relay:
+        async def make(
+            *, run_poller: bool = False, demo_mode: bool = False, **changes: Any
+        ) -> Relay:
             nonlocal made
             made += 1
             settings = relay_settings(tmp_path, f"t{made}.db", **changes)
@@ -265,7 +267,7 @@ async def _make_relay(
                 entropy=FakeEntropy(),
                 resolver=public_resolver,
             )
-            app = create_app(settings, seams=seams, run_workers=run_poller)
+            app = create_app(settings, seams=seams, run_workers=run_poller, demo_mode=demo_mode)
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=RELAY_URL)

@@ -139,15 +139,13 @@ def _cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_prune_command_removes_orphan_files_only(
     relay: Relay, tasks: Tasks, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`assets prune --older-than-days 0` retires A and C, deletes C's file, keeps the shared."""
+    """`assets prune --older-than 0s` retires A and C, deletes C's file, keeps the shared."""
     for data in (SHARED, ALONE):
         os.utime(file_of(relay, data), (LONG_AGO, LONG_AGO))
-    assert await run_cli("assets", "prune", "--older-than-days", "0") == 0
+    assert await run_cli("assets", "prune", "--older-than", "0s") == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == [
-        "retired 2 copies of tasks completed over 0 days ago",
-        "removed 1 files no remaining task refers to",
-    ]
+    assert out[0].startswith("retired 2 copies of tasks completed before ")
+    assert out[1:] == ["removed 1 files no remaining task refers to"]
     assert not file_of(relay, ALONE).exists()
     assert file_of(relay, SHARED).read_bytes() == SHARED
     assert await result_status(relay, tasks.old_a) == (404, "asset_pruned")
@@ -160,7 +158,7 @@ async def test_prune_command_keeps_a_recently_touched_orphan(
     relay: Relay, tasks: Tasks, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An orphan file written or reused within the last minute is not deleted."""
-    assert await run_cli("assets", "prune", "--older-than-days", "0") == 0
+    assert await run_cli("assets", "prune", "--older-than", "0s") == 0
     assert capsys.readouterr().out.splitlines()[1] == "removed 0 files no remaining task refers to"
     assert file_of(relay, ALONE).exists()
 
@@ -169,19 +167,56 @@ async def test_prune_command_keeps_a_recently_touched_orphan(
 async def test_prune_command_defaults_to_the_retention_setting(
     relay: Relay, tasks: Tasks, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without --older-than-days, ASSET_RETENTION_DAYS sets the cutoff."""
+    """Without --older-than, ASSET_RETENTION_DAYS sets the cutoff."""
     monkeypatch.setenv("ASSET_RETENTION_DAYS", str(1000 * 365))  # before task A existed
     assert await run_cli("assets", "prune") == 0
-    assert capsys.readouterr().out.splitlines()[0] == (
-        "retired 0 copies of tasks completed over 365000 days ago"
-    )
+    assert capsys.readouterr().out.startswith("retired 0 copies of tasks completed before ")
     assert await result_status(relay, tasks.old_a) == (200, None)
 
 
 @pytest.mark.usefixtures("cli_env")
 async def test_prune_function_can_be_called_directly(relay: Relay, tasks: Tasks) -> None:
-    """`_prune(settings, days)` retires the same copies as the command."""
+    """`prune(settings, seconds)` retires the same copies as the command."""
     assert await cli_ops.prune(Settings(), 0.0) == 0
     job = await relay.storage.asset(tasks.old_c, 0)
     assert job is not None
     assert job.status == "pruned"
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_prune_dry_run_prints_what_would_go_and_changes_nothing(
+    relay: Relay, tasks: Tasks, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--dry-run` counts the copies and files the real run then removes, and removes none."""
+    for data in (SHARED, ALONE):
+        os.utime(file_of(relay, data), (LONG_AGO, LONG_AGO))
+    assert await run_cli("assets", "prune", "--older-than", "0s", "--dry-run") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("would retire 2 copies of tasks completed before ")
+    assert out[1:] == ["would remove 1 files no remaining task refers to"]
+    assert file_of(relay, ALONE).exists()
+    assert await result_status(relay, tasks.old_c) == (200, None)
+    assert await run_cli("assets", "prune", "--older-than", "0s") == 0
+    assert capsys.readouterr().out.splitlines()[1] == "removed 1 files no remaining task refers to"
+
+
+async def test_prune_count_and_hash_in_use_after_prune(relay: Relay, tasks: Tasks) -> None:
+    """The dry-run reads predict `prune_assets`: the count, and which files stay referred to."""
+    storage = relay.storage
+    assert await storage.prune_count(tasks.cutoff) == 2
+    assert not await storage.hash_in_use_after_prune(sha(ALONE), tasks.cutoff)
+    assert await storage.hash_in_use_after_prune(sha(SHARED), tasks.cutoff)  # B keeps it
+    assert await storage.hash_in_use_after_prune(sha(ALONE), tasks.cutoff - CENTURY)
+    assert (await storage.prune_assets(tasks.cutoff, 500, relay.clock.now()))[0] == 2
+    assert await storage.prune_count(tasks.cutoff) == 0
+
+
+@pytest.mark.parametrize("older_than", ["30", "0", "1.5", "30 days"])
+def test_prune_refuses_a_duration_without_its_unit(
+    older_than: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare number is a usage error (exit 2) that shows the accepted forms; nothing runs."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["assets", "prune", "--older-than", older_than])
+    assert exited.value.code == 2
+    assert "30d (days), 12h (hours), 90m (minutes) or 45s (seconds)" in capsys.readouterr().err

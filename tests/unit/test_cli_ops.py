@@ -13,6 +13,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +36,7 @@ from service.storage.sqlite import SQLiteStorage
 from service.storage.sqlite_ops import BackupError, SQLiteOps, backup_database
 from service.transitions import Decision
 
+ROOT = Path(__file__).resolve().parents[2]
 LONG_AGO = 1_000_000_000.0  # 2001: before any cutoff these tests use; also an "old" file mtime
 BASE_URL = "https://relay.example"
 SHARED = b"a file an old and a recent task both produced"
@@ -79,6 +82,18 @@ def _store(tmp_path: Path) -> LocalAssetStore:
 async def run_cli(*argv: str) -> int:
     """`grsai-relay ...` in a worker thread (it runs its own event loop)."""
     return await asyncio.to_thread(cli.main, list(argv))
+
+
+def relay_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`grsai-relay ...` run as a user runs it: a subprocess, in this test's folder and env."""
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 async def make_key(storage: SQLiteStorage, name: str) -> ApiKey:
@@ -294,6 +309,55 @@ async def test_tasks_show_prints_task_events_and_deliveries(
     assert deliveries[0]["attempt_log"][0]["status_code"] == 200
 
 
+@pytest.mark.parametrize(
+    ("env", "base", "note"),
+    [
+        ({"GRSAI_API_KEY": "", "PORT": "8123"}, "http://127.0.0.1:8123",
+         "PUBLIC_BASE_URL is unset: result URLs assume the demo relay at"
+         " http://127.0.0.1:8123 (HOST, PORT)"),
+        ({}, "", "PUBLIC_BASE_URL is unset: result URLs are relative to the relay's address"),
+    ],
+)  # fmt: skip
+async def test_tasks_show_without_public_base_url_says_so(
+    storage: Ops,
+    store: LocalAssetStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    base: str,
+    note: str,
+) -> None:
+    """Unset PUBLIC_BASE_URL: demo mode shows its own absolute URLs, else a note on stderr."""
+    monkeypatch.delenv("PUBLIC_BASE_URL")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    key = await make_key(storage, "alpha")
+    await new_task(storage, key, "1")
+    await finish(storage, "task_1", LONG_AGO + 9, "succeeded", "https://up.example/1.png")
+    await store_copy(storage, store, "task_1", "https://up.example/1.png", ALONE, LONG_AGO + 20)
+    assert await run_cli("tasks", "show", "task_1") == 0
+    captured = capsys.readouterr()
+    url = json.loads(captured.out)["results"][0]["url"]
+    assert url == f"{base}/v1/tasks/task_1/results/0"
+    assert captured.err == f"{note}\n"
+
+
+async def test_keys_list_has_a_header_and_prefixes_revoke_accepts(storage: Ops) -> None:
+    """`keys list` starts with a header row; its prefix column pasted into `keys revoke` works."""
+    made = relay_cli("keys", "create", "--name", "backend")
+    assert made.returncode == 0, made.stderr
+    lines = relay_cli("keys", "list").stdout.splitlines()
+    assert lines[0].split("\t") == ["id", "prefix", "name", "created_at", "state"]
+    key_id, prefix, name, _, state = lines[1].split("\t")
+    assert (name, state, len(lines)) == ("backend", "active", 2)
+    assert len(prefix) == 12
+    assert made.stdout.startswith(prefix)
+    revoked = relay_cli("keys", "revoke", prefix)
+    assert (revoked.returncode, revoked.stdout) == (0, f"revoked {prefix}\n")
+    listed = relay_cli("keys", "list").stdout.splitlines()[1].split("\t")
+    assert (listed[0], listed[4].split()[0]) == (key_id, "revoked")
+
+
 async def test_tasks_show_unknown_task_fails(
     storage: Ops, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -308,19 +372,31 @@ async def test_tasks_show_unknown_task_fails(
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30d", 30 * 86400.0), ("12h", 43200.0), ("90m", 5400.0), ("45s", 45.0), ("3600", 3600.0),
-     ("1.5d", 129600.0), (" 2H ", 7200.0), ("0", 0.0)],
+    [("30d", 30 * 86400.0), ("12h", 43200.0), ("90m", 5400.0), ("45s", 45.0),
+     ("1.5d", 129600.0), (" 2H ", 7200.0), ("0s", 0.0)],
 )  # fmt: skip
 def test_duration_parses_units(text: str, seconds: float) -> None:
-    """Days, hours, minutes, seconds, or a plain number of seconds."""
+    """Days, hours, minutes or seconds."""
     assert cli_ops.duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "d", "-1d", "3w", "1d2h", "soon"])
+@pytest.mark.parametrize("text", ["", "d", "-1d", "3w", "1d2h", "soon", "30", "0", "3600"])
 def test_duration_rejects_nonsense(text: str) -> None:
-    """Anything else is a usage error."""
+    """Anything else, a bare number included, is a usage error."""
     with pytest.raises(argparse.ArgumentTypeError):
         cli_ops.duration(text)
+
+
+async def test_purge_refuses_a_bare_number_and_deletes_nothing(aged: Aged, storage: Ops) -> None:
+    """`purge --older-than 30` exits 2 naming the forms (30d, 12h, ...); every task is kept."""
+    done = relay_cli("purge", "--older-than", "30")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines()[-1] == (
+        "grsai-relay purge: error: argument --older-than: '30' has no unit;"
+        " write 30d (days), 12h (hours), 90m (minutes) or 45s (seconds)"
+    )
+    assert await surviving(storage) == sorted(aged.gone + aged.kept)
 
 
 def test_purge_needs_older_than() -> None:
@@ -426,8 +502,8 @@ async def test_purge_dry_run_changes_nothing(
 async def test_purge_with_a_short_age_still_spares_busy_and_unfinished_tasks(
     aged: Aged, storage: Ops, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Even `--older-than 0` keeps non-terminal tasks and tasks whose callback is pending."""
-    assert await run_cli("purge", "--older-than", "0", "--batch", "1") == 0
+    """Even `--older-than 0s` keeps non-terminal tasks and tasks whose callback is pending."""
+    assert await run_cli("purge", "--older-than", "0s", "--batch", "1") == 0
     assert capsys.readouterr().out.startswith("deleted 4 tasks ")
     assert await surviving(storage) == ["task_pending", "task_retrying", "task_running"]
 
@@ -593,6 +669,7 @@ def test_backup_command_while_the_relay_writes(
     """`db backup PATH` prints the copy's size and schema version; the copy is private."""
     monkeypatch.setattr("service.storage.sqlite_ops.STEP_PAGES", 16)
     target = tmp_path / "backups" / "relay.db"
+    target.parent.mkdir()
     assert cli.main(["db", "backup", str(target)]) == 0
     written = writer.stop()
     check_copy(target, written)
@@ -637,10 +714,42 @@ def test_backup_of_a_broken_database_keeps_the_previous_backup(
     target = tmp_path / "out" / "relay.db"
     target.parent.mkdir()
     target.write_bytes(b"previous")
-    assert cli.main(["db", "backup", str(target)]) == 1
+    assert cli.main(["db", "backup", str(target), "--force"]) == 1
     assert capsys.readouterr().err.startswith("backup failed: could not copy the database: ")
     assert target.read_bytes() == b"previous"
     assert [p.name for p in target.parent.iterdir()] == ["relay.db"]
+
+
+def test_backup_command_refuses_to_overwrite_a_file_unless_forced(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """An existing PATH is kept (exit 1, one line saying --force); with --force it is replaced."""
+    sqlite3.connect(db_path).close()
+    target = tmp_path / "relay.db.bak"
+    target.write_bytes(b"yesterday's backup")
+    done = relay_cli("db", "backup", str(target))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"backup failed: {target} already exists; pass --force to replace it\n"
+    assert target.read_bytes() == b"yesterday's backup"
+    done = relay_cli("db", "backup", str(target), "--force")
+    assert done.returncode == 0, done.stderr
+    assert sqlite3.connect(target).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_backup_command_refuses_missing_folders_unless_forced(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """A PATH in a folder that does not exist is refused (nothing created); --force creates it."""
+    sqlite3.connect(db_path).close()
+    target = tmp_path / "no" / "such" / "relay.db"
+    done = relay_cli("db", "backup", str(target))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"backup failed: folder {target.parent} does not exist; create it or pass --force\n"
+    )
+    assert not (tmp_path / "no").exists()
+    assert relay_cli("db", "backup", str(target), "--force").returncode == 0
+    assert target.is_file()
 
 
 def test_backup_refuses_bad_targets(db_path: Path, tmp_path: Path) -> None:
