@@ -4,17 +4,21 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# exactly the versions the tests ran against (scripts/lock), checked by hash
+COPY requirements/runtime.txt ./requirements/
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-compile --require-hashes --no-deps -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-compile .
+RUN /opt/venv/bin/pip install --no-compile --no-deps .
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
-    DATABASE_URL=sqlite:////data/grsai-relay.db
+    DATABASE_URL=sqlite:////data/grsai-relay.db \
+    ASSET_DIR=/data/assets
 RUN groupadd --system --gid 10001 relay \
     && useradd --system --uid 10001 --gid relay --home-dir /data --shell /usr/sbin/nologin relay \
     && mkdir -p /data \
