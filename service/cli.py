@@ -19,14 +19,7 @@ from service.records import TASK_STATUSES
 from service.settings import Settings, settings_problems
 from service.simulator import SimulatorConfig, run_simulator
 
-
-async def _migrate(settings: Settings) -> int:
-    storage = await with_storage(settings)
-    try:
-        print(f"database schema at version {await storage.schema_version()}")
-    finally:
-        await storage.close()
-    return 0
+log = logging.getLogger("grsai_relay")
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
@@ -47,21 +40,26 @@ def _serve(settings: Settings, host: str, port: int) -> int:
             asyncio.run(_open_database(settings))
             warning = loopback_fetch_warning(settings)
             if warning is not None:
-                logging.getLogger("grsai_relay").warning(warning)
+                log.warning(warning)
         app = create_app(settings, demo_mode=demo)
     except BaseException:
         sock.close()
         raise
     if demo:
         print(banner(settings, key, signing, demo_key_file(settings)), flush=True)
+    # uvicorn names the address only for sockets it bound itself
+    log.info("listening on http://%s:%d", *sock.getsockname()[:2])
     serve(app, settings, sock)
     return 0
 
 
-async def _open_database(settings: Settings) -> None:
-    """Open (and migrate) the database once, so a bad path fails before serving, in one line."""
+async def _open_database(settings: Settings) -> int:
+    """Open (and migrate) the database; return its schema version. A bad path fails here."""
     storage = await with_storage(settings)
-    await storage.close()
+    try:
+        return await storage.schema_version()
+    finally:
+        await storage.close()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,21 +97,9 @@ def parser() -> argparse.ArgumentParser:
     prune = assets.add_subparsers(dest="assets_command", required=True).add_parser(
         "prune", help="remove copies of tasks older than ASSET_RETENTION_DAYS"
     )
-    prune.add_argument(
-        "--older-than",
-        type=duration,
-        default=None,
-        help=f"completed this long ago: {DURATION_FORMS} (default: ASSET_RETENTION_DAYS)",
-    )
-    prune.add_argument("--dry-run", action="store_true", help="only print what would go")
+    _age_options(prune, default="ASSET_RETENTION_DAYS")
     purge = sub.add_parser("purge", help="delete old finished tasks and everything about them")
-    purge.add_argument(
-        "--older-than",
-        type=duration,
-        required=True,
-        help=f"completed this long ago: {DURATION_FORMS}",
-    )
-    purge.add_argument("--dry-run", action="store_true", help="only print what would go")
+    _age_options(purge, default=None)  # no default: purging everything takes an explicit 0s
     purge.add_argument("--batch", type=_positive, default=500, help="tasks per transaction")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -124,6 +110,18 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace PATH if it exists; create missing folders"
     )
     return top
+
+
+def _age_options(command: argparse.ArgumentParser, default: str | None) -> None:
+    """`--older-than DURATION` (required without a default setting) and `--dry-run`."""
+    command.add_argument(
+        "--older-than",
+        type=duration,
+        required=default is None,
+        help=f"completed this long ago: {DURATION_FORMS}"
+        + (f" (default: {default})" if default else ""),
+    )
+    command.add_argument("--dry-run", action="store_true", help="only print what would go")
 
 
 def _positive(text: str) -> int:
@@ -167,7 +165,8 @@ def _run(settings: Settings, ns: argparse.Namespace) -> int:
         return asyncio.run(cli_ops.purge(settings, ns.older_than, ns.dry_run, ns.batch))
     if ns.db_command == "backup":
         return cli_ops.backup(settings, ns.path, force=ns.force)
-    return asyncio.run(_migrate(settings))
+    print(f"database schema at version {asyncio.run(_open_database(settings))}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -76,6 +76,12 @@ def file_of(relay: Relay, data: bytes) -> Path:
     return relay.services.assets.path(sha(data))
 
 
+def age_files(relay: Relay) -> None:
+    """Make both files old enough that no "recently reused" guard keeps them."""
+    for data in (SHARED, ALONE):
+        os.utime(file_of(relay, data), (LONG_AGO, LONG_AGO))
+
+
 async def result_status(relay: Relay, task_id: str) -> tuple[int, str | None]:
     """Status and error code of GET result 0."""
     response = await relay.client.get(f"/v1/tasks/{task_id}/results/0", headers=relay.auth())
@@ -140,8 +146,7 @@ async def test_prune_command_removes_orphan_files_only(
     relay: Relay, tasks: Tasks, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`assets prune --older-than 0s` retires A and C, deletes C's file, keeps the shared."""
-    for data in (SHARED, ALONE):
-        os.utime(file_of(relay, data), (LONG_AGO, LONG_AGO))
+    age_files(relay)
     assert await run_cli("assets", "prune", "--older-than", "0s") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("retired 2 copies of tasks completed before ")
@@ -188,8 +193,7 @@ async def test_prune_dry_run_prints_what_would_go_and_changes_nothing(
     relay: Relay, tasks: Tasks, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--dry-run` counts the copies and files the real run then removes, and removes none."""
-    for data in (SHARED, ALONE):
-        os.utime(file_of(relay, data), (LONG_AGO, LONG_AGO))
+    age_files(relay)
     assert await run_cli("assets", "prune", "--older-than", "0s", "--dry-run") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("would retire 2 copies of tasks completed before ")
