@@ -10,12 +10,13 @@ from typing import Any
 import httpx
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 
 from service.clock import Clock, SystemClock
 from service.simulator.admin import AdminEndpoints
 from service.simulator.config import SimulatorConfig
 from service.simulator.engine import Simulator
-from service.simulator.errors import SimulatorError, handle_simulator_error
+from service.simulator.errors import SimulatorError, handle_client_gone, handle_simulator_error
 from service.simulator.routes import GrsaiEndpoints
 from service.simulator.wire import QuietDrops
 
@@ -46,11 +47,17 @@ def create_simulator_app(
 
     app = Starlette(
         routes=[*GrsaiEndpoints(sim).routes(), *AdminEndpoints(sim).routes()],
-        exception_handlers={SimulatorError: handle_simulator_error},
+        exception_handlers={
+            SimulatorError: handle_simulator_error,
+            ClientDisconnect: handle_client_gone,
+        },
         lifespan=lifespan,
     )
     app.state.simulator = sim
     return app
+
+
+KEEP_ALIVE = 75  # seconds an idle client connection is kept open
 
 
 def simulator_server(
@@ -69,7 +76,18 @@ def simulator_server(
     app = create_simulator_app(config)
     extra: dict[str, Any] = {"log_config": None, "access_log": False} if embedded else {}
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, lifespan="on", log_level=log_level, **extra)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="on",
+            log_level=log_level,
+            # Idle connections stay open as long as GrsAI's front end keeps them (like nginx's
+            # 75 s), not uvicorn's 5 s: that equals httpx's own keep-alive expiry, so a client
+            # reusing a connection just as the server drops it saw a reset on a busy machine.
+            timeout_keep_alive=KEEP_ALIVE,
+            **extra,
+        )
     )
     QuietDrops.install(logging.getLogger("uvicorn.error"))  # after Config set logging up
     return server

@@ -78,3 +78,9 @@ async def handle_simulator_error(request: Request, exc: Exception) -> Response:
     """Render any `SimulatorError` as GrsAI's plain error body."""
     assert isinstance(exc, SimulatorError)
     return exc.response()
+
+
+async def handle_client_gone(request: Request, exc: Exception) -> Response:
+    """The caller hung up while sending its request (a relay killed mid-submit): nobody is left
+    to answer, so the empty response is never read; no server error is logged for it."""
+    return Response(status_code=499)

@@ -8,6 +8,7 @@ import json
 
 import httpx
 import pytest
+from starlette.types import Message
 
 from service.simulator import SimulatorConfig, simulator_server
 from service.simulator.media import image_size, mp4_bytes
@@ -98,3 +99,37 @@ def test_image_size_follows_the_aspect(aspect: str | None, size: tuple[int, int]
 def test_mp4_starts_with_an_ftyp_box() -> None:
     """The placeholder video begins with a 24-byte ftyp box of brand mp42."""
     assert mp4_bytes("t").startswith(b"\x00\x00\x00\x18ftypmp42")
+
+
+async def test_a_submit_whose_sender_hangs_up_is_no_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A relay killed while sending a submit leaves no 500 and no error log in the simulator."""
+    from tests.unit.test_simulator import simulated
+
+    async with simulated() as h:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/draw/nano-banana",
+            "raw_path": b"/v1/draw/nano-banana",
+            "query_string": b"",
+            "headers": [(b"authorization", AUTH["Authorization"].encode())],
+            "server": ("sim.test", 80),
+            "client": ("127.0.0.1", 5000),
+            "root_path": "",
+        }
+        await h.app(scope, receive, send)
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
