@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.procs import SCRIPTS, base_env, die_with_parent
+from benchlib.pyload import GRACE
 
 LUA = SCRIPTS / "bench_load.lua"
 MARK = "BENCH_JSON "
@@ -131,7 +132,7 @@ class Generator:
             preexec_fn=die_with_parent,
             capture_output=True,
             check=False,
-            timeout=duration + 60,
+            timeout=duration + GRACE + 60,  # a hang guard; pyload may wait GRACE for answers
         )
         output = done.stdout.decode(errors="replace")
         if done.returncode != 0:

@@ -5,7 +5,9 @@
 
 `--connections` workers share one client holding as many keep-alive connections; each sends
 the plan's next request, waits for the answer and records its latency, until the duration or
-the request cap is reached. It prints the same `BENCH_JSON {...}` line as `bench_load.lua`.
+the request cap is reached. A run always gets at least `--min-requests` answers (default 1),
+waiting up to `GRACE` seconds past the duration for them, so a starved machine reports a slow
+figure rather than an empty one. It prints the same `BENCH_JSON {...}` line as `bench_load.lua`.
 Python is far slower than wrk at generating load, so its figures are a floor, not a ceiling.
 """
 
@@ -23,6 +25,8 @@ import httpx
 
 from benchlib.plan import Plan, RequestMaker
 
+GRACE = 120.0  # how long past the duration a run may wait for its minimum answers
+
 
 def percentile(ordered: list[float], pct: float) -> float:
     """The `pct` percentile of an ascending list (nearest rank); 0 when empty."""
@@ -33,7 +37,7 @@ def percentile(ordered: list[float], pct: float) -> float:
 
 
 async def run(
-    url: str, plan: Plan, connections: int, duration: float, max_requests: int
+    url: str, plan: Plan, connections: int, duration: float, max_requests: int, min_requests: int
 ) -> dict[str, Any]:
     """Drive the load; return the summary in `bench_load.lua`'s shape."""
     maker = RequestMaker(plan)
@@ -44,10 +48,16 @@ async def run(
     timeout = httpx.Timeout(5.0)
     started = time.perf_counter()
     deadline = started + duration
+    give_up = deadline + GRACE
+
+    def going() -> bool:
+        now = time.perf_counter()
+        wanted = now < deadline or (len(latencies) < min_requests and now < give_up)
+        return wanted and maker.sent < max_requests
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal received
-        while time.perf_counter() < deadline and maker.sent < max_requests:
+        while going():
             method, path, headers, body = maker.next()
             sent = time.perf_counter()
             try:
@@ -94,9 +104,12 @@ def main() -> None:
     top.add_argument("--connections", type=int, default=64)
     top.add_argument("--duration", type=float, default=10.0)
     top.add_argument("--max-requests", type=int, default=5_000_000)
+    top.add_argument("--min-requests", type=int, default=1)
     ns = top.parse_args()
     plan = Plan.read(ns.plan)
-    summary = asyncio.run(run(ns.url, plan, ns.connections, ns.duration, ns.max_requests))
+    summary = asyncio.run(
+        run(ns.url, plan, ns.connections, ns.duration, ns.max_requests, ns.min_requests)
+    )
     sys.stdout.write("BENCH_JSON " + json.dumps(summary) + "\n")
 
 
