@@ -1,9 +1,11 @@
 """Serving the app with uvicorn, hardened against slow clients.
 
-uvicorn bounds the idle time between requests (keep-alive) but not the time a client takes to
-send its request head, so a client trickling headers byte by byte could hold a connection
-forever. `DeadlineH11Protocol` closes any connection whose request head is not complete within
-`HEADER_TIMEOUT` seconds; the body has its own deadline (`BODY_TIMEOUT`, see `jsonbody`).
+The app is served on what `uvicorn[standard]` gives a user: httptools and uvloop (h11 only
+where httptools is missing, or when HTTP_PROTOCOL asks for it). uvicorn bounds the idle time
+between requests (keep-alive) but not the time a client takes to send its request head, so a
+client trickling headers byte by byte could hold a connection forever. Both protocol classes
+here close any connection whose request head is not complete within `HEADER_TIMEOUT` seconds;
+the body has its own deadline (`BODY_TIMEOUT`, see `jsonbody`), enforced by the app on either.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import math
 import signal
 import socket
@@ -24,15 +27,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from service.settings import Settings
 
 
-class DeadlineH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on receiving each request head."""
+class HeadDeadline(asyncio.Protocol):
+    """A clock on each request head: armed when a connection opens and after each response,
+    stopped once a head is parsed; if it runs out the connection is closed."""
 
     header_timeout: float = 10.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._seen_cycle: object | None = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    _head_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
         self._disarm()
@@ -47,6 +49,14 @@ class DeadlineH11Protocol(H11Protocol):
         self._head_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class DeadlineH11Protocol(HeadDeadline, H11Protocol):
+    """uvicorn's h11 protocol with a deadline on receiving each request head."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seen_cycle: object | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows the base signature too
         """Start the clock for the first request head."""
@@ -66,15 +76,59 @@ class DeadlineH11Protocol(H11Protocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
-        """Restart the clock for the next request head on a kept-alive connection."""
-        super().on_response_complete()
+        """Restart the clock for the next request head on a kept-alive connection. It starts
+        before uvicorn looks for that head: one already received (pipelined) stops it at once."""
         if not self.transport.is_closing():
             self._arm()
+        super().on_response_complete()
 
 
-def protocol_class(header_timeout: float) -> type[DeadlineH11Protocol]:
-    """A `DeadlineH11Protocol` subclass with this deadline."""
-    return type("RelayH11Protocol", (DeadlineH11Protocol,), {"header_timeout": header_timeout})
+def _httptools_protocol() -> type[HeadDeadline] | None:
+    """`DeadlineHttpToolsProtocol`, or None where httptools is not installed."""
+    if importlib.util.find_spec("httptools") is None:
+        return None
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class DeadlineHttpToolsProtocol(HeadDeadline, HttpToolsProtocol):
+        """uvicorn's httptools protocol with a deadline on receiving each request head."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as above
+            """Start the clock for the first request head."""
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            """Stop the clock."""
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            """Stop the clock: a head has been parsed."""
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            """Restart the clock for the next head, unless one is already parsed and waiting
+            (pipelined), which uvicorn starts now."""
+            waiting = bool(self.pipeline)
+            super().on_response_complete()
+            if not waiting and not self.transport.is_closing():
+                self._arm()
+
+    return DeadlineHttpToolsProtocol
+
+
+
+def protocol_class(header_timeout: float, http: str = "auto") -> type[HeadDeadline]:
+    """The protocol class to serve with: httptools (`auto`, where installed) or h11, each with
+    this head deadline."""
+    base: type[HeadDeadline] | None = DeadlineH11Protocol
+    if http in ("auto", "httptools"):
+        base = _httptools_protocol() or (DeadlineH11Protocol if http == "auto" else None)
+    if base is None:
+        raise RuntimeError("HTTP_PROTOCOL=httptools but httptools is not installed")
+    name = base.__name__.replace("Deadline", "Relay")
+    return type(name, (base,), {"header_timeout": header_timeout})
 
 
 GC_YOUNG_THRESHOLD = 10_000
@@ -119,7 +173,7 @@ def _run(app: Starlette, settings: Settings, sock: socket.socket) -> None:
         app,
         host=host,
         port=port,
-        http=protocol_class(settings.header_timeout),
+        http=protocol_class(settings.header_timeout, settings.http_protocol),
         log_level=settings.log_level,
         log_config=None,  # keep our logging set-up (with its redaction filter)
         access_log=False,  # requests are logged once, by our middleware

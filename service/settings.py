@@ -12,6 +12,7 @@ from service.netguard import parse_networks
 
 _CATALOG_EXAMPLE = '{"my-model": "/v1/draw/nano-banana"}'
 _CHOICES = {
+    "http_protocol": ("auto", "httptools", "h11"),
     "log_level": ("debug", "info", "warning", "error", "critical"),
     "log_format": ("auto", "json", "text"),
     "sqlite_synchronous": ("OFF", "NORMAL", "FULL", "EXTRA"),
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     write_batch_max: int = Field(default=256, gt=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
     header_timeout: float = Field(default=10.0, gt=0)
+    http_protocol: str = "auto"
     body_timeout: float = Field(default=30.0, gt=0)
     log_level: str = "info"
     log_format: str = "auto"
@@ -122,7 +124,7 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
-    @field_validator("log_level", "log_format", "sqlite_synchronous")
+    @field_validator("log_level", "log_format", "sqlite_synchronous", "http_protocol")
     @classmethod
     def _choice(cls, value: str, info: ValidationInfo) -> str:
         """One of a few words, in any case (the error keeps the value as it was written)."""
