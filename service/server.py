@@ -118,7 +118,6 @@ def _httptools_protocol() -> type[HeadDeadline] | None:
     return DeadlineHttpToolsProtocol
 
 
-
 def protocol_class(header_timeout: float, http: str = "auto") -> type[HeadDeadline]:
     """The protocol class to serve with: httptools (`auto`, where installed) or h11, each with
     this head deadline."""
