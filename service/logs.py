@@ -4,12 +4,19 @@ Every record carries the request id of the request it belongs to (from `X-Reques
 generated) and, when known, `task_id` and `upstream_id` (pass them in `extra=`). Callback
 tokens, API keys and signing secrets never reach a log line: paths are redacted and anything
 shaped like a key or secret is masked by the formatter itself.
+
+The event loop never formats or writes a line: records go on a queue (with the request id they
+were made under) and a listener thread formats, redacts and writes them to stderr, so a slow
+terminal or pipe cannot stall requests. The queue is drained when the process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 from contextvars import ContextVar
@@ -52,7 +59,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
+        request_id = _request_id(record)
         if request_id:
             line["request_id"] = request_id
         for name in _FIELDS:
@@ -73,18 +80,61 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """The usual line, plus `[request_id]`."""
         text = redact(super().format(record))
-        request_id = REQUEST_ID.get()
+        request_id = _request_id(record)
         return f"{text} [{request_id}]" if request_id else text
 
 
+def _request_id(record: logging.LogRecord) -> str | None:
+    """The request id a record was made under (stamped by `Enqueue`, else the current one)."""
+    return getattr(record, "request_id", None) or REQUEST_ID.get()
+
+
+class Enqueue(logging.handlers.QueueHandler):
+    """Puts records on the queue as they are, stamped with the request id: no formatting here,
+    that is the listener thread's work."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Stamp the request id (a context variable the listener thread cannot see)."""
+        if getattr(record, "request_id", None) is None:
+            record.request_id = REQUEST_ID.get()
+        return record
+
+
+class _Listening:
+    """The one listener thread of this process (logging itself is process-wide)."""
+
+    listener: logging.handlers.QueueListener | None = None
+    drained_at_exit = False
+
+    @classmethod
+    def replace(cls, listener: logging.handlers.QueueListener) -> None:
+        """Stop the previous listener (draining it), start this one."""
+        cls.stop()
+        cls.listener = listener
+        listener.start()
+        if not cls.drained_at_exit:
+            atexit.register(cls.stop)
+            cls.drained_at_exit = True
+
+    @classmethod
+    def stop(cls) -> None:
+        """Write out every queued record and stop the thread."""
+        if cls.listener is not None:
+            cls.listener.stop()
+            cls.listener = None
+
+
 def configure(level: str, fmt: str = "auto") -> None:
-    """Root logging: JSON lines unless on a terminal (or as `fmt` says: json, text)."""
+    """Root logging: JSON lines unless on a terminal (or as `fmt` says: json, text), written to
+    stderr by a listener thread."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     handler.addFilter(RedactSecrets())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _Listening.replace(logging.handlers.QueueListener(records, handler))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [Enqueue(records)]
     root.setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # requests are logged by our middleware
