@@ -6,16 +6,14 @@ tokens, API keys and signing secrets never reach a log line: paths are redacted 
 shaped like a key or secret is masked by the formatter itself.
 
 The event loop never formats or writes a line: records go on a queue (with the request id they
-were made under) and a listener thread formats, redacts and writes them to stderr, so a slow
-terminal or pipe cannot stall requests. The queue is drained when the process exits.
+were made under) and a writer thread formats, redacts and writes them to stderr in batches
+(see `logwriter`), so a slow terminal or pipe cannot stall requests.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import logging.handlers
 import queue
 import re
 import sys
@@ -23,6 +21,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from service.clock import rfc3339
+from service.logwriter import BatchWriter, Enqueue, Writers
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 _TOKEN_PATH = re.compile(r"(/webhooks/grsai/)[^\s/?\"']+")
@@ -89,41 +88,6 @@ def _request_id(record: logging.LogRecord) -> str | None:
     return getattr(record, "request_id", None) or REQUEST_ID.get()
 
 
-class Enqueue(logging.handlers.QueueHandler):
-    """Puts records on the queue as they are, stamped with the request id: no formatting here,
-    that is the listener thread's work."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """Stamp the request id (a context variable the listener thread cannot see)."""
-        if getattr(record, "request_id", None) is None:
-            record.request_id = REQUEST_ID.get()
-        return record
-
-
-class _Listening:
-    """The one listener thread of this process (logging itself is process-wide)."""
-
-    listener: logging.handlers.QueueListener | None = None
-    drained_at_exit = False
-
-    @classmethod
-    def replace(cls, listener: logging.handlers.QueueListener) -> None:
-        """Stop the previous listener (draining it), start this one."""
-        cls.stop()
-        cls.listener = listener
-        listener.start()
-        if not cls.drained_at_exit:
-            atexit.register(cls.stop)
-            cls.drained_at_exit = True
-
-    @classmethod
-    def stop(cls) -> None:
-        """Write out every queued record and stop the thread."""
-        if cls.listener is not None:
-            cls.listener.stop()
-            cls.listener = None
-
-
 def configure(level: str, fmt: str = "auto") -> None:
     """Root logging: JSON lines unless on a terminal (or as `fmt` says: json, text), written to
     stderr by a listener thread."""
@@ -132,9 +96,11 @@ def configure(level: str, fmt: str = "auto") -> None:
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     handler.addFilter(RedactSecrets())
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _Listening.replace(logging.handlers.QueueListener(records, handler))
+    Writers.replace(BatchWriter(records, handler, sys.stderr))
+    # a record need not know its source line, thread or process: none of it is printed
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
-    root.handlers[:] = [Enqueue(records)]
+    root.handlers[:] = [Enqueue(records, REQUEST_ID)]
     root.setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # requests are logged by our middleware

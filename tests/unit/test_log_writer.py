@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from service import logs
+from service.logwriter import Writers
 
 HANG_GUARD = 30.0
 
@@ -44,7 +45,7 @@ def stuck(monkeypatch: pytest.MonkeyPatch) -> Iterator[StuckStream]:
     logs.configure("info", "auto")
     yield stream
     stream.release.set()
-    logs._Listening.stop()
+    Writers.stop()
     root.handlers[:], root.level = saved
 
 
@@ -58,7 +59,7 @@ def test_logging_returns_while_the_output_is_stuck(stuck: StuckStream) -> None:
     finally:
         logs.REQUEST_ID.reset(token)
     stuck.release.set()
-    logs._Listening.stop()  # drains the queue
+    Writers.stop()  # drains the queue
     lines = [json.loads(line) for line in stuck.getvalue().splitlines()]
     assert [line["msg"] for line in lines] == [f"line {n} grk_***" for n in range(3)]
     assert {line["request_id"] for line in lines} == {"req-1"}
