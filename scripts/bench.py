@@ -3,13 +3,15 @@
     scripts/bench [--quick | --smoke] [--duration S] [--connections N] [--tasks 10k,1m]
                   [--out DIR] [--generator auto|wrk|python] [--keep] [--only LIST]
 
-Starts, on 127.0.0.1 only: the GrsAI simulator, a bare Starlette app under the relay's uvicorn
-settings (the `hello` and `post_noop` ceilings), and the relay itself as a user runs it
-(`python -m service serve`), once per scenario. Load comes from wrk in another process (Debian's
-package, installed when missing and possible) with `scripts/bench_load.lua`, or else from a
-Python generator in another process. Every run is bounded in time. Results go to
-`<out>/<timestamp>.md` and `.json`; every figure is given as req/s, p50, p99 and as a ratio to
-its ceiling, since absolute numbers drift from machine to machine and run to run.
+Starts, on 127.0.0.1 only: the GrsAI simulator, a stock Starlette app on stock
+`uvicorn[standard]` (the `hello` and `post_noop` ceilings), the relay itself as a user runs it
+(`python -m service serve`, default settings), once per scenario, and a naive receiver
+(`scripts/bench_naive.py`) on the same plans for callbacks and lookups. Load comes from wrk in
+another process (Debian's package, installed when missing and possible) with
+`scripts/bench_load.lua`, or else from a Python generator in another process. Every run is
+bounded in time. Results go to `<out>/<timestamp>.md` and `.json`; every figure is given as
+req/s, p50, p99, as a ratio to its ceiling and, where there is one, to the naive peer, since
+absolute numbers drift from machine to machine and run to run.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from typing import Any
 from benchlib import procs
 from benchlib.load import Generator, find_wrk
 from benchlib.report import Results
-from benchlib.scenarios import Bench, Config
+from benchlib.runner import FINAL_EVERY, Config
+from benchlib.scenarios import Bench
 from benchlib.targets import evaluate
 
 PRESETS = {
@@ -186,17 +189,23 @@ def notes(generator: Generator, cfg: Config) -> list[str]:
     return [
         "Ceilings (`hello`, `post_noop`) are measured at the start and at the end of the run;"
         " ratios use their mean, and the two measurements show the drift.",
-        "The relay runs as `python -m service serve` with LOG_LEVEL=warning,"
-        " SUBMIT_RATE_PER_MINUTE=0, MIRROR_RESULTS=false and CALLBACK_SILENCE=86400 (seeded"
-        " tasks are unknown to the simulator, so the poller must leave them alone); a fresh"
-        " copy of the seeded database per scenario.",
+        "The relay runs as `python -m service serve` with its default settings but for those"
+        " listed at the top, logging to a file; a fresh copy of the seeded database per"
+        " scenario. The simulator answers polls for every seeded task as GrsAI would (running,"
+        " or succeeded with the result its final callback names), so verification polls and"
+        " the poller get real answers. Before each relay starts, the tasks the run is about"
+        " are made due for a poll within the default callback silence window (as if each had"
+        " news in the last minute), so the poller polls those that stay silent; the other"
+        " seeded tasks are not due. `simulator polls` in the JSON counts the polls per run.",
         "Callbacks: each request is a unique body for a seeded running task, progress rising"
-        " by round; one task in 16 gets a `succeeded` final as its first callback, and any"
-        " later `running` callback to it is a late one (stored, outcome `stale`)."
-        " VERIFY_CALLBACKS=false there and in the mixed and soak runs: a verification poll"
-        " would ask the simulator about tasks it never saw. Outcomes are counted in the"
-        " database after each run.",
+        " by round; one task in 16 gets a `succeeded` final as its first callback (verified by"
+        " a poll, its result file then copied), and any later `running` callback to it is a"
+        " late one (stored, outcome `stale`). Outcomes are counted in the database after each"
+        " run.",
         "Lookups draw ids at random from up to 100,000 tasks spread over the whole table.",
+        "The naive peer gets the same plans right after the relay (callbacks: a fresh copy of"
+        " its database seeded with the same tasks; lookups: its database of the same size)."
+        " It neither verifies, nor polls, nor copies results, nor logs requests.",
         "Submissions use the prompt directive `[sim:drop]` so the simulator sends no callbacks;"
         " the direct run sends the simulator exactly what the relay sends it (with webHook)."
         " The simulator keeps every task in memory, so it is restarted before each run that"
@@ -249,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": cfg.connections,
             "submit_connections": cfg.submit_connections,
             "tasks": cfg.sizes,
+            "relay_settings": procs.RELAY_SETTINGS,
         },
         notes=notes(generator, cfg),
     )
@@ -272,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_all(bench: Bench, only: frozenset[str]) -> None:
     """The chosen scenarios in order; servers stopped whatever happens."""
-    sim = procs.simulator(bench.workdir)
+    sim = procs.simulator(bench.workdir, FINAL_EVERY)
+    bench.sim_url = sim.url
     stack: list[Callable[[], object]] = [sim.stop]
     try:
         baseline = procs.baseline(bench.workdir)
@@ -282,6 +293,7 @@ def run_all(bench: Bench, only: frozenset[str]) -> None:
 
         def callbacks() -> None:
             bench.callbacks(sim, "NORMAL")
+            bench.peer_callbacks()
             bench.callbacks(sim, "FULL")
 
         scenarios: dict[str, Callable[[], None]] = {

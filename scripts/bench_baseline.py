@@ -1,10 +1,11 @@
-"""The ceilings for `scripts/bench`: bare Starlette endpoints served exactly like the relay.
+"""The ceilings for `scripts/bench`: stock Starlette endpoints on stock `uvicorn[standard]`.
 
 `GET /hello` answers a small JSON; `POST /post_noop` reads and parses a JSON body and answers a
-small JSON. Both run under uvicorn with the relay's settings (one worker, the same h11 protocol
-class with its header deadline, `log_config=None`, no access log, the same GC tuning), so the
-relay's figures can be read as a share of what this stack can do at all on the same machine in
-the same run.
+small JSON. Nothing of the project is imported: this is what a user would otherwise run. It is
+served by a plain `uvicorn.run(app, host, port, access_log=False, log_level="warning")` with
+uvicorn's defaults otherwise (one worker, `http="auto"`: httptools, `loop="auto"`: uvloop, as
+`uvicorn[standard]` installs them) and no GC tuning, so the relay's figures read as a share of
+what a stock app does on the same machine in the same run.
 
     python scripts/bench_baseline.py --port 8100
 """
@@ -19,9 +20,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from service.server import protocol_class, settle_heap
-from service.settings import Settings
 
 
 async def hello(request: Request) -> JSONResponse:
@@ -50,18 +48,7 @@ def main() -> None:
     top = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     top.add_argument("--port", type=int, required=True)
     ns = top.parse_args()
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic-settings init kwarg
-    settle_heap()  # the relay's GC settings too
-    uvicorn.run(
-        create_app(),
-        host="127.0.0.1",
-        port=ns.port,
-        http=protocol_class(settings.header_timeout),
-        log_level="warning",
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=5,
-    )
+    uvicorn.run(create_app(), host="127.0.0.1", port=ns.port, access_log=False, log_level="warning")
 
 
 if __name__ == "__main__":

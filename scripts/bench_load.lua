@@ -11,6 +11,7 @@
 --   submit_body B        body of POST /v1/tasks in mode mixed
 --   final_every N        every Nth task gets a final callback on its first visit
 --   weights S C L        mixed: S submits, C callbacks, L lookups in every S+C+L requests
+--   files URL            base URL of a final callback's result file (URL/files/UPSTREAM/0.png)
 --   task ID TOKEN UPSTREAM_ID
 --
 -- Callback requests are unique: each wrk thread owns the tasks whose index is its thread id
@@ -24,7 +25,9 @@ function setup(thread)
   next_tid = next_tid + 1
 end
 
-local plan = { headers = {}, tasks = {}, weights = { 0, 1, 0 }, final_every = 0 }
+local plan = {
+  headers = {}, tasks = {}, weights = { 0, 1, 0 }, final_every = 0, files = "http://127.0.0.1:9",
+}
 local nthreads = 1
 local per_thread = 1
 local sent_callbacks = 0
@@ -84,7 +87,7 @@ local function callback()
   local body
   if plan.final_every > 0 and index % plan.final_every == plan.final_every - 1 and round == 0 then
     body = '{"id":"' .. task.upstream .. '","status":"succeeded","progress":100,'
-      .. '"results":[{"url":"http://127.0.0.1:9/bench/' .. task.id .. '.png",'
+      .. '"results":[{"url":"' .. plan.files .. '/files/' .. task.upstream .. '/0.png",'
       .. '"content":"Here is the generated image."}],"failure_reason":"","error":""}'
   else
     body = '{"id":"' .. task.upstream .. '","status":"running","progress":'

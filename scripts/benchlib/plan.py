@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 Request = tuple[str, str, dict[str, str], bytes | None]
+FILES = "http://127.0.0.1:9"  # a final callback's result files, unless a plan says otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class Plan:
     submit_body: str = ""
     final_every: int = 0
     weights: tuple[int, int, int] = (0, 1, 0)
+    files: str = FILES  # where a final callback's result file is (the simulator's base URL)
     tasks: list[PlanTask] = field(default_factory=list)
 
     def write(self, path: Path) -> Path:
@@ -49,6 +51,7 @@ class Plan:
         if self.submit_body:
             lines.append(f"submit_body\t{self.submit_body}")
         lines.append(f"final_every\t{self.final_every}")
+        lines.append(f"files\t{self.files}")
         lines.append("weights\t" + "\t".join(str(w) for w in self.weights))
         lines += [f"task\t{t.id}\t{t.token}\t{t.upstream_id}" for t in self.tasks]
         if any("\n" in line or "\r" in line for line in lines):
@@ -70,17 +73,21 @@ class Plan:
                 plan.weights = (int(values[0]), int(values[1]), int(values[2]))
             elif name == "final_every":
                 plan.final_every = int(values[0])
-            elif name in ("mode", "method", "path", "body", "key", "submit_body"):
+            elif name in ("mode", "method", "path", "body", "key", "submit_body", "files"):
                 setattr(plan, name, values[0])
         return plan
 
 
-def callback_body(task: PlanTask, final: bool, progress: int) -> str:
-    """A GrsAI callback body: running with `progress`, or a succeeded final with one result."""
+def callback_body(task: PlanTask, final: bool, progress: int, files: str = FILES) -> str:
+    """A GrsAI callback body: running with `progress`, or a succeeded final with one result.
+
+    The result is where the simulator serves it (`{files}/files/{GrsAI id}/0.png`), so a
+    verification poll confirms the final and the relay can copy the file.
+    """
     if final:
         return (
             f'{{"id":"{task.upstream_id}","status":"succeeded","progress":100,'
-            f'"results":[{{"url":"http://127.0.0.1:9/bench/{task.id}.png",'
+            f'"results":[{{"url":"{files}/files/{task.upstream_id}/0.png",'
             f'"content":"Here is the generated image."}}],"failure_reason":"","error":""}}'
         )
     return f'{{"id":"{task.upstream_id}","status":"running","progress":{progress}}}'
@@ -110,7 +117,7 @@ class RequestMaker:
         task = self.plan.tasks[index]
         every = self.plan.final_every
         final = every > 0 and index % every == every - 1 and round_ == 0
-        body = callback_body(task, final, min(99, round_ + 1))
+        body = callback_body(task, final, min(99, round_ + 1), self.plan.files)
         return "POST", f"/webhooks/grsai/{task.token}", self._json, body.encode()
 
     def lookup(self) -> Request:

@@ -1,4 +1,5 @@
-"""The processes under test: the relay as a user runs it, the baseline app, the simulator."""
+"""The processes under test: the relay as a user runs it, the ceilings, the naive peer, and
+the simulator."""
 
 from __future__ import annotations
 
@@ -146,21 +147,28 @@ def cli(workdir: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout.decode()
 
 
+# What the relay's environment sets, and why; everything else is left at its default.
+RELAY_SETTINGS = {
+    "GRSAI_API_KEY, GRSAI_BASE_URL": "the simulator plays GrsAI",
+    "DATABASE_URL, ASSET_DIR, PUBLIC_BASE_URL": "the run's own files and address",
+    "FETCH_ALLOW_NETWORKS=127.0.0.0/8": "result files are copied from the simulator on 127.0.0.1",
+    "SUBMIT_RATE_PER_MINUTE=0": "in the runs that submit only: the one API key submits far more"
+    " than the default 600 a minute, which would be answered 429",
+    "SQLITE_SYNCHRONOUS=FULL": "in the FULL callbacks run only (the default is NORMAL)",
+}
+SUBMITTING = {"SUBMIT_RATE_PER_MINUTE": "0"}
+
+
 def relay_env(db: Path, simulator_url: str, port: int, **extra: str) -> dict[str, str]:
-    """The relay's settings for a benchmark run (the simulator plays GrsAI)."""
+    """The relay's settings for a benchmark run: its defaults, pointed at the simulator."""
     return base_env(
         {
             "GRSAI_API_KEY": UPSTREAM_KEY,
             "GRSAI_BASE_URL": simulator_url,
             "DATABASE_URL": f"sqlite:///{db}",
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "LOG_LEVEL": "warning",
-            "SUBMIT_RATE_PER_MINUTE": "0",
             "FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
             "ASSET_DIR": str(db.parent / "assets"),
-            # Seeded tasks are unknown to the simulator: keep the poller from polling them.
-            "CALLBACK_SILENCE": "86400",
-            "MIRROR_RESULTS": "false",
             **extra,
         }
     )
@@ -175,12 +183,30 @@ def relay(workdir: Path, db: Path, simulator_url: str, **extra: str) -> Server:
 
 
 def baseline(workdir: Path) -> Server:
-    """The ceiling app (`scripts/bench_baseline.py`), under the relay's uvicorn settings."""
+    """The ceiling app (`scripts/bench_baseline.py`): stock Starlette on stock uvicorn."""
     argv = [sys.executable, str(SCRIPTS / "bench_baseline.py")]
     return Server("baseline", argv, base_env({}), workdir, health="/hello").start()
 
 
-def simulator(workdir: Path) -> Server:
-    """The GrsAI simulator, quiet, with progress so slow that it sends no callbacks mid-run."""
-    argv = [sys.executable, "-m", "benchlib.simulator", "--api-key", UPSTREAM_KEY]
+def naive(workdir: Path, db: Path, api_key: str) -> Server:
+    """The naive peer (`scripts/bench_naive.py`) on `db`."""
+    argv = [sys.executable, str(SCRIPTS / "bench_naive.py"), "--db", str(db), "--api-key", api_key]
+    server = Server("naive", argv, base_env({}), workdir, health="/v1/tasks/-")
+    return server.start()
+
+
+def simulator(workdir: Path, final_every: int) -> Server:
+    """The GrsAI simulator (`benchlib.simulator`): quiet, no callbacks mid-run, seeded tasks."""
+    argv = [
+        sys.executable, "-m", "benchlib.simulator", "--api-key", UPSTREAM_KEY,
+        "--final-every", str(final_every),
+    ]  # fmt: skip
     return Server("simulator", argv, base_env({}), workdir, health="/_sim/stats").start()
+
+
+def simulator_polls(sim: Server) -> int:
+    """How many polls the simulator has answered since it started (-1 when it cannot say)."""
+    try:
+        return int(httpx.get(sim.url + "/_sim/stats", timeout=10.0).json()["polls"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return -1

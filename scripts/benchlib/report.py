@@ -22,6 +22,7 @@ class Run:
     tasks: int | None = None
     ceiling: str | None = None  # "hello", "post_noop", or the key of another run
     extra: dict[str, Any] = field(default_factory=dict)
+    peer: str | None = None  # the key of the naive peer's run on the same plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,37 @@ class Results:
         ceiling = self.ceiling_rps(run.ceiling)
         return run.result.rps / ceiling if ceiling else None
 
+    def peer_ratio(self, run: Run) -> float | None:
+        """The run's req/s over its naive peer's on the same plan."""
+        peer = self.run(run.peer) if run.peer is not None else None
+        if peer is None or not peer.result.rps:
+            return None
+        return run.result.rps / peer.result.rps
+
+    def summary(self) -> list[str]:
+        """The headline table: what | req/s | p50 | p99 | x ceiling | x peer."""
+        out = [
+            "| what | req/s | p50 ms | p99 ms | x ceiling | x peer |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for key, found in self.ceilings.items():
+            rps = self.ceiling_rps(key) or 0.0
+            p50 = sum(r.p50_ms for r in found) / len(found)
+            p99 = sum(r.p99_ms for r in found) / len(found)
+            out.append(f"| `{key}` (stock, mean) | {rps:,.0f} | {p50:.1f} | {p99:.1f} | 1 | |")
+        peers = {run.peer for run in self.runs if run.peer}
+        for run in self.runs:
+            if run.peer is None and run.key not in peers:
+                continue
+            r, ratio, vs = run.result, self.ratio(run), self.peer_ratio(run)
+            what = run.title + (f", {run.tasks:,} tasks" if run.tasks else "")
+            times = f"{ratio:.2f} x `{run.ceiling}`" if ratio is not None else ""
+            shown = f"**{vs:.2f}**" if vs is not None else ""
+            out.append(
+                f"| {what} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {times} | {shown} |"
+            )
+        return out
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of everything."""
         return {
@@ -90,6 +122,8 @@ class Results:
                     "tasks": r.tasks,
                     "ceiling": r.ceiling,
                     "ratio": _round(self.ratio(r), 3),
+                    "peer": r.peer,
+                    "peer_ratio": _round(self.peer_ratio(r), 3),
                     **r.result.to_json(),
                     "extra": r.extra,
                 }
@@ -112,22 +146,36 @@ class Results:
             f"# grsai-relay benchmark, {self.started}",
             "",
             f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['generator']},"
-            f" commit {m['commit']}. uvicorn 1 worker for the relay and the baseline alike.",
+            f" commit {m['commit']}. One uvicorn worker per server.",
             f"Runs of {s['duration']:g} s ({s['warmup']:g} s warm-up first), soak"
             f" {s['soak']:g} s, {s['connections']} connections unless said otherwise.",
             "",
+            "Ceilings: stock Starlette on stock `uvicorn[standard]` (httptools, uvloop), access"
+            " log off, no project code. Peer: the naive receiver (`scripts/bench_naive.py`, sync"
+            " sqlite3 with SQLite's defaults, a commit per callback) on the same plans.",
+            "The relay runs with its defaults (LOG_LEVEL=info with request logs, callback"
+            " verification on, results copied, the poller on the tasks being hit) except:",
+            "",
+            *[f"- `{k}`: {v}" for k, v in s.get("relay_settings", {}).items()],
+            "",
+            "## Summary",
+            "",
+            *self.summary(),
+            "",
             "## Throughput and latency",
             "",
-            "| run | tasks | conns | req/s | p50 ms | p99 ms | x ceiling | ceiling | 2xx / total |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+            "| run | tasks | conns | req/s | p50 ms | p99 ms | x ceiling | ceiling | x peer"
+            " | 2xx / total |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
         ]
         for key, found in self.ceilings.items():
             for n, r in enumerate(found):
                 when = "start" if n == 0 else "end"
-                out.append(_row(f"**{key}** (ceiling, {when})", None, r, None, ""))
+                out.append(_row(f"**{key}** (ceiling, {when})", None, r, None, "", None))
         for run in self.runs:
             label = run.ceiling or ""
-            out.append(_row(run.title, run.tasks, run.result, self.ratio(run), label))
+            ratios = self.ratio(run), label, self.peer_ratio(run)
+            out.append(_row(run.title, run.tasks, run.result, *ratios))
         stored = [run for run in self.runs if "outcomes" in run.extra]
         if stored:
             out += ["", "Stored callbacks by outcome (counted in the database after the run):", ""]
@@ -143,9 +191,12 @@ class Results:
         out += [f"| {k} | {v / MB:.1f} |" for k, v in self.memory.items()]
         out += ["", "## Storage", "", "| what | value |", "|---|---:|"]
         out += [f"| {k} | {v:,.0f} |" for k, v in self.storage.items()]
-        out += ["", "## Seeding", "", "| tasks | seconds | file MB |", "|---:|---:|---:|"]
+        out += ["", "## Seeding", "", "| tasks | seconds | file MB | naive peer seconds |"]
+        out += ["|---:|---:|---:|---:|"]
         out += [
-            f"| {x['tasks']:,} | {x['seconds']:.1f} | {x['bytes'] / MB:.1f} |" for x in self.seeding
+            f"| {x['tasks']:,} | {x['seconds']:.1f} | {x['bytes'] / MB:.1f} |"
+            f" {x.get('naive_seconds', 0.0):.1f} |"
+            for x in self.seeding
         ]
         out += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(out) + "\n"
@@ -163,11 +214,19 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _row(title: str, tasks: int | None, r: LoadResult, ratio: float | None, vs: str) -> str:
+def _row(
+    title: str,
+    tasks: int | None,
+    r: LoadResult,
+    ratio: float | None,
+    vs: str,
+    peer: float | None,
+) -> str:
     shown = "" if tasks is None else f"{tasks:,}"
     times = "" if ratio is None else f"{ratio:.2f}"
+    over_peer = "" if peer is None else f"{peer:.2f}"
     broken = f" (+{r.socket_errors:,} socket errors)" if r.socket_errors else ""
     return (
         f"| {title} | {shown} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.1f} |"
-        f" {r.p99_ms:.1f} | {times} | {vs} | {r.ok:,} / {r.requests:,}{broken} |"
+        f" {r.p99_ms:.1f} | {times} | {vs} | {over_peer} | {r.ok:,} / {r.requests:,}{broken} |"
     )

@@ -16,8 +16,10 @@ from tests.e2e.harness import ROOT
 
 SCENARIOS = (
     "callbacks_normal",
+    "peer_callbacks",
     "callbacks_full",
     "lookups_10000",
+    "peer_lookups_10000",
     "submit_direct_c1",
     "submit_relay_c1",
     "submit_direct_c16",
@@ -29,7 +31,7 @@ SCENARIOS = (
 
 @pytest.mark.timeout(900)  # a hang guard: the smoke run takes ~30 s on an idle machine
 def test_bench_smoke_runs_every_scenario_and_writes_both_reports(tmp_path: Path) -> None:
-    """The smoke run (Python generator, tiny durations) exits 0 with every scenario reported."""
+    """The smoke run exits 0 with every scenario, the naive peer's runs and targets reported."""
     out = tmp_path / "results"
     done = subprocess.run(
         [
@@ -62,15 +64,28 @@ def test_bench_smoke_runs_every_scenario_and_writes_both_reports(tmp_path: Path)
     assert set(SCENARIOS) <= set(runs)
     assert all(runs[key]["requests"] > 0 for key in SCENARIOS)
     assert runs["callbacks_normal"]["extra"]["outcomes"]
+    for key in ("callbacks_normal", "callbacks_full", "lookups_10000"):
+        assert runs[key]["peer_ratio"] is not None
     assert "soak: growth" in report["memory_bytes"]
     assert "database bytes per submitted task" in report["storage"]
     assert {t["name"] for t in report["targets"]} >= {
         "callbacks durable (NORMAL)",
         "callbacks durable (FULL)",
         "status lookups, 10,000 tasks",
+        "callbacks durable (NORMAL) vs naive peer",
+        "callbacks durable (FULL) vs naive peer",
+        "status lookups, 10,000 tasks vs naive peer",
         "RSS growth over the soak",
         "submission added p50, 1 connection(s)",
     }
     text = md.read_text()
-    for title in ("callbacks, SQLITE_SYNCHRONOUS=FULL", "GET /v1/tasks/{id}", "soak: mixed"):
+    titles = (
+        "| what | req/s | p50 ms | p99 ms | x ceiling | x peer |",
+        "callbacks, SQLITE_SYNCHRONOUS=FULL",
+        "GET /v1/tasks/{id}",
+        "naive peer: callbacks",
+        "naive peer: GET /v1/tasks/{id}",
+        "soak: mixed",
+    )
+    for title in titles:
         assert title in text
