@@ -10,8 +10,8 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from service.errors import BadRequest, PayloadTooLarge, RequestTimeout
-from service.jsonbody import loads_object, loads_strict, read_body, receive_body
+from service.api.jsonbody import loads_object, loads_strict, read_body, receive_body
+from service.domain.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 
 def refused(raw: bytes) -> BadRequest:

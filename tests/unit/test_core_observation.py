@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from service.errors import BadRequest
-from service.observation import (
+from service.domain.errors import BadRequest
+from service.domain.observation import (
     MAX_UPSTREAM_ID,
     Observation,
     ResultFile,

@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 
 import service
-from service import errors
-from service.errors import RelayError
+from service.domain import errors
+from service.domain.errors import RelayError
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "service"
