@@ -16,12 +16,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from service.api.context import Services
+from service.api.errors import exception_handlers
 from service.api.observability import RequestContext
 from service.api.routes import deliveries, docs, health, results, tasks, webhooks
 from service.api.routes import metrics as metrics_routes
 from service.clock import Clock, SystemClock
 from service.domain.credentials import Entropy, SystemEntropy
-from service.domain.errors import exception_handlers
 from service.domain.schedule import PollPolicy
 from service.files.download import Downloader
 from service.files.store import LocalAssetStore

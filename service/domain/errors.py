@@ -1,30 +1,36 @@
-"""The one tree of domain errors, and the table that maps it to JSON error responses.
+"""The one tree of errors grsai-relay raises on purpose (pure: `service.api.errors` maps it to
+JSON error responses). Each class carries the `code` and HTTP `status` a client sees.
 
 RelayError                      -> 500 internal_error (never raised on purpose)
-├── ClientError                 -> 4xx, carries `status` and `code`
-│   ├── BadRequest              -> 400 bad_request / invalid_json / invalid_payload
+├── ClientError                 -> 4xx: the request is at fault
+│   ├── BadRequest              -> 400 bad_request, invalid_cursor, invalid_idempotency_key,
+│   │                                  client_disconnected
 │   ├── Unauthorized            -> 401 unauthorized
-│   ├── NotFound                -> 404 not_found
+│   ├── Forbidden               -> 403 forbidden
+│   ├── NotFound                -> 404 not_found, asset_pending/failed/pruned/missing
 │   ├── RequestTimeout          -> 408 request_timeout (body too slow)
-│   ├── Conflict                -> 409 idempotency_in_flight
+│   ├── Conflict                -> 409 idempotency_in_flight, nothing_to_redeliver
 │   ├── PayloadTooLarge         -> 413 payload_too_large
 │   ├── UnsupportedMediaType    -> 415 unsupported_media_type
-│   └── ValidationFailed        -> 422 validation_failed (+ `fields`)
-└── UpstreamError               -> GrsAI misbehaved or is unreachable
-    ├── UpstreamRejected        -> 502 upstream_rejected (code != 0, 401, 429, ...)
-    ├── UpstreamUnavailable     -> 503 upstream_unavailable (surely not submitted)
-    ├── UpstreamOutcomeUnknown  -> 503 upstream_outcome_unknown (sent; GrsAI answered 5xx)
-    │   └── UpstreamTimeout     -> 503 upstream_timeout (sent, no answer in time)
-    └── UpstreamProtocolError   -> 502 upstream_protocol_error (answer we cannot read)
-StorageUnavailable              -> 503 storage_unavailable (database busy, locked, read-only)
+│   ├── RangeNotSatisfiable     -> 416 range_not_satisfiable
+│   ├── ValidationFailed        -> 422 validation_failed, idempotency_key_reused (+ `fields`)
+│   └── RateLimited             -> 429 rate_limited (+ `retry_after`)
+├── Malformed                   -> 400: data we did not write cannot be read (a parser's refusal;
+│   │                                  from GrsAI it becomes an UpstreamProtocolError)
+│   ├── InvalidJson             -> 400 invalid_json
+│   └── InvalidTaskObject       -> 400 invalid_payload (+ `fields`)
+├── UpstreamError               -> GrsAI misbehaved or is unreachable
+│   ├── UpstreamRejected        -> 502 upstream_rejected (code != 0, 401, 429, ...)
+│   ├── UpstreamUnavailable     -> 503 upstream_unavailable (surely not submitted)
+│   ├── UpstreamOutcomeUnknown  -> 503 upstream_outcome_unknown (sent; GrsAI answered 5xx)
+│   │   └── UpstreamTimeout     -> 503 upstream_timeout (sent, no answer in time)
+│   └── UpstreamProtocolError   -> 502 upstream_protocol_error (answer we cannot read)
+└── StorageUnavailable          -> 503 storage_unavailable (database busy, locked, read-only)
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 
 class RelayError(Exception):
@@ -37,7 +43,7 @@ class RelayError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
-        self.headers: dict[str, str] = {}  # extra response headers (e.g. Idempotent-Replayed)
+        self.replayed = False  # the answer repeats an earlier one (same Idempotency-Key)
 
 
 class ClientError(RelayError):
@@ -77,6 +83,13 @@ class Conflict(ClientError):
     code = "conflict"
 
 
+class Forbidden(ClientError):
+    """Not allowed from here."""
+
+    status = 403
+    code = "forbidden"
+
+
 class RequestTimeout(ClientError):
     """The client did not send its body in time."""
 
@@ -98,11 +111,44 @@ class UnsupportedMediaType(ClientError):
     code = "unsupported_media_type"
 
 
+class RangeNotSatisfiable(ClientError):
+    """The requested byte range lies outside the file."""
+
+    status = 416
+    code = "range_not_satisfiable"
+
+
 class ValidationFailed(ClientError):
     """The body parsed but its fields are wrong; `fields` lists each problem."""
 
     status = 422
     code = "validation_failed"
+
+
+class RateLimited(ClientError):
+    """Too many submissions from this API key; `retry_after` says when to come back."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class Malformed(RelayError):
+    """Data we did not write (a body, a GrsAI answer) cannot be read; the message says where."""
+
+    status = 400
+    code = "malformed"
+
+
+class InvalidJson(Malformed):
+    """Not strict UTF-8 JSON, or not the JSON value expected (an object)."""
+
+    code = "invalid_json"
+
+
+class InvalidTaskObject(Malformed):
+    """A GrsAI task object of the wrong shape; `fields` names the field."""
+
+    code = "invalid_payload"
 
 
 class UpstreamError(RelayError):
@@ -153,50 +199,3 @@ class StorageUnavailable(RelayError):
 
     status = 503
     code = "storage_unavailable"
-
-
-# The framework's own refusals (routing) by status; any other status it raises is `http_error`.
-HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
-HTTP_ERROR = "http_error"
-
-
-def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
-    """Build the one JSON error shape: {"error": {"code", "message", ...details}}."""
-    return {"error": {"code": code, "message": message, **details}}
-
-
-def error_response(exc: RelayError) -> JSONResponse:
-    """Render a domain error as its JSON response."""
-    headers = {"Retry-After": "1"} if exc.status == 503 else {}
-    if "retry_after" in exc.details:
-        headers = {"Retry-After": str(exc.details["retry_after"])}
-    return JSONResponse(
-        error_body(exc.code, exc.message, **exc.details),
-        status_code=exc.status,
-        headers={**headers, **exc.headers},
-    )
-
-
-async def _relay_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RelayError)
-    return error_response(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    from starlette.exceptions import HTTPException
-
-    assert isinstance(exc, HTTPException)
-    code = HTTP_ERROR_CODES.get(exc.status_code, HTTP_ERROR)
-    message = "not found" if exc.status_code == 404 else str(exc.detail)  # one 404 body everywhere
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
-
-
-def exception_handlers() -> dict[Any, Any]:
-    """The one table mapping exceptions to JSON responses."""
-    from starlette.exceptions import HTTPException
-
-    return {RelayError: _relay_error, HTTPException: _http_error, Exception: _unexpected}

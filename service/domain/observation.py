@@ -2,8 +2,8 @@
 
 The same flat task object arrives as a callback body, a stream line and the `data` of a poll
 answer. `parse_task_object` accepts every documented variant (results list or top-level `url`,
-`fail_reason` alias, `violation` status, extra fields) and refuses anything else with a
-`BadRequest` naming the field.
+`fail_reason` alias, `violation` status, extra fields) and refuses anything else with an
+`InvalidTaskObject` naming the field.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from service.domain.errors import BadRequest
+from service.domain.errors import InvalidTaskObject
 
 UpstreamStatus = Literal["running", "succeeded", "failed"]
 MAX_UPSTREAM_ID = 128
@@ -52,11 +52,9 @@ class Observation:
         return self.status != "running"
 
 
-def _bad(field_name: str, message: str) -> BadRequest:
-    return BadRequest(
-        f"{field_name}: {message}",
-        code="invalid_payload",
-        fields=[{"field": field_name, "message": message}],
+def _bad(field_name: str, message: str) -> InvalidTaskObject:
+    return InvalidTaskObject(
+        f"{field_name}: {message}", fields=[{"field": field_name, "message": message}]
     )
 
 
@@ -142,9 +140,9 @@ def _results(obj: dict[str, Any]) -> tuple[ResultFile, ...]:
 
 
 def parse_task_object(obj: Any) -> Observation:
-    """Read a flat GrsAI task object; raise `BadRequest` naming the first wrong field."""
+    """Read a flat GrsAI task object; raise `InvalidTaskObject` naming the first wrong field."""
     if not isinstance(obj, dict):
-        raise BadRequest("task object must be a JSON object", code="invalid_payload")
+        raise InvalidTaskObject("task object must be a JSON object")
     upstream_id = obj.get("id")
     if not isinstance(upstream_id, str) or not upstream_id or len(upstream_id) > MAX_UPSTREAM_ID:
         raise _bad("id", f"must be a string of 1 to {MAX_UPSTREAM_ID} characters")
@@ -168,11 +166,11 @@ def unwrap_poll_answer(body: Any) -> tuple[int, str, Any]:
     The answer is usually wrapped `{"code", "msg", "data"}`; one copy of the docs shows it bare.
     """
     if not isinstance(body, dict):
-        raise BadRequest("poll answer is not a JSON object", code="invalid_payload")
+        raise InvalidTaskObject("poll answer is not a JSON object")
     if "code" in body and ("data" in body or "msg" in body):
         code = body.get("code")
         if isinstance(code, bool) or not isinstance(code, int):
-            raise BadRequest("poll answer code is not an integer", code="invalid_payload")
+            raise InvalidTaskObject("poll answer code is not an integer")
         msg = body.get("msg")
         return code, msg if isinstance(msg, str) else "", body.get("data")
     return 0, "", body

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.api.jsonbody import loads_object
 from service.clock import Clock
 from service.domain.credentials import hash_secret, token_well_formed
-from service.domain.errors import BadRequest, NotFound, UpstreamError
+from service.domain.errors import InvalidTaskObject, Malformed, NotFound, UpstreamError
 from service.domain.observation import Observation, parse_task_object
 from service.domain.records import TERMINAL, Task, TaskRef
 from service.domain.schedule import PollPolicy
+from service.domain.strict_json import loads_object
 from service.domain.transitions import Decision, decide
 from service.storage import Event, Storage
 from service.upstream.grsai import GrsaiClient
@@ -90,12 +90,12 @@ class CallbackIngestor:
         now = self._clock.now()
         try:
             obs = parse_task_object(loads_object(raw))
-        except BadRequest as exc:
+        except Malformed as exc:
             await self._reject(task, raw, now, exc.message)
             raise
         if task.upstream_id is not None and obs.upstream_id != task.upstream_id:
             await self._reject(task, raw, now, "id does not match this task's upstream id")
-            raise BadRequest("id does not belong to this task", code="invalid_payload")
+            raise InvalidTaskObject("id does not belong to this task")
         event = Event(task.id, "callback", now, raw)
         if not (obs.terminal and not task.terminal and self._verify):
             return await self._apply(task, obs, event, now)

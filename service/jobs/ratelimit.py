@@ -9,14 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from service.clock import Clock
-from service.domain.errors import ClientError, UpstreamUnavailable
-
-
-class RateLimited(ClientError):
-    """Too many submissions from this API key; `retry_after` says when to come back."""
-
-    status = 429
-    code = "rate_limited"
+from service.domain.errors import RateLimited, UpstreamUnavailable
 
 
 @dataclass(slots=True)

@@ -40,9 +40,6 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 SUBMIT_REJECTED = "submit_rejected"
 
 
-REPLAYED = {"Idempotent-Replayed": "true"}  # Stripe's mark of an answer given again
-
-
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """A submission's outcome: the task, and whether this answer replays an earlier one."""
@@ -195,7 +192,7 @@ class Submitter:
             refusal = UpstreamRejected(
                 existing.error or "GrsAI rejected the task", task_id=existing.id
             )
-            refusal.headers.update(REPLAYED)
+            refusal.replayed = True
             raise refusal
         return Accepted(existing, replayed=True)
 

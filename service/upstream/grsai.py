@@ -11,9 +11,8 @@ from typing import Any
 
 import httpx
 
-from service.api.jsonbody import loads_strict
 from service.domain.errors import (
-    BadRequest,
+    Malformed,
     UpstreamError,
     UpstreamOutcomeUnknown,
     UpstreamProtocolError,
@@ -22,6 +21,7 @@ from service.domain.errors import (
     UpstreamUnavailable,
 )
 from service.domain.observation import Observation, parse_task_object, unwrap_poll_answer
+from service.domain.strict_json import loads_strict
 from service.metrics import Metrics
 from service.upstream.httppool import WatchedClient
 
@@ -126,7 +126,7 @@ class GrsaiClient:
             )
         try:
             return loads_strict(response.content)
-        except BadRequest as exc:
+        except Malformed as exc:
             raise UpstreamProtocolError(
                 f"GrsAI answered HTTP {response.status_code} with unusable JSON: {exc.message}",
                 http_status=response.status_code,
@@ -193,7 +193,7 @@ class GrsaiClient:
             if code != 0:
                 raise UpstreamRejected(msg or f"GrsAI poll failed (code {code})")
             observation = parse_task_object(data)
-        except BadRequest as exc:
+        except Malformed as exc:
             raise UpstreamProtocolError(f"GrsAI poll answer unreadable: {exc.message}") from exc
         if observation.upstream_id != upstream_id:
             raise UpstreamProtocolError("GrsAI poll answer is for another task id")

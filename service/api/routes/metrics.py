@@ -11,14 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.api.context import services
-from service.domain.errors import ClientError, Unauthorized
-
-
-class Forbidden(ClientError):
-    """Not allowed from here."""
-
-    status = 403
-    code = "forbidden"
+from service.domain.errors import Forbidden, Unauthorized
 
 
 def _loopback(request: Request) -> bool:

@@ -16,17 +16,11 @@ from starlette.routing import Route
 
 from service.api.auth import authenticate
 from service.api.context import services
-from service.domain.errors import ClientError, NotFound, error_body
+from service.api.errors import error_body
+from service.domain.errors import NotFound, RangeNotSatisfiable
 
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 CACHE_CONTROL = "private, max-age=31536000, immutable"
-
-
-class RangeNotSatisfiable(ClientError):
-    """The requested byte range lies outside the file."""
-
-    status = 416
-    code = "range_not_satisfiable"
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

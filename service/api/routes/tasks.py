@@ -16,7 +16,8 @@ from starlette.types import Receive, Scope, Send
 from service.api.asgi import header, send_json
 from service.api.auth import api_key_from, authenticate
 from service.api.context import scope_services, services
-from service.api.jsonbody import loads_object, read_body
+from service.api.errors import REPLAYED
+from service.api.jsonbody import read_body
 from service.domain.errors import (
     BadRequest,
     NotFound,
@@ -25,7 +26,7 @@ from service.domain.errors import (
     ValidationFailed,
 )
 from service.domain.records import TASK_STATUSES
-from service.jobs.submission import REPLAYED
+from service.domain.strict_json import loads_object
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
