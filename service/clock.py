@@ -23,21 +23,6 @@ class SystemClock:
         return time.time()
 
 
-class ManualClock:
-    """A clock that only moves when told to (tests)."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = start
-
-    def now(self) -> float:
-        """Return the current manual time."""
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward."""
-        self._now += seconds
-
-
 def rfc3339(ts: float | None) -> str | None:
     """Format epoch seconds as RFC 3339 UTC with millisecond precision, or None."""
     if ts is None:

@@ -9,12 +9,13 @@ answer. `parse_task_object` accepts every documented variant (results list or to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from service.domain.errors import InvalidTaskObject
+from service.domain.records import TERMINAL, TerminalStatus
 
-UpstreamStatus = Literal["running", "succeeded", "failed"]
+UpstreamStatus = Literal["running", TerminalStatus]
 MAX_UPSTREAM_ID = 128
 MAX_URL = 4096
 MAX_TEXT = 4000
@@ -49,7 +50,7 @@ class Observation:
     @property
     def terminal(self) -> bool:
         """True when GrsAI says the task is finished."""
-        return self.status != "running"
+        return self.status in TERMINAL
 
 
 def _bad(field_name: str, message: str) -> InvalidTaskObject:
@@ -94,7 +95,7 @@ def _status(obj: dict[str, Any]) -> tuple[UpstreamStatus, str | None]:
     if not isinstance(value, str):
         raise _bad("status", "must be a string")
     status = value.strip().lower()
-    if status in ("running", "succeeded", "failed"):
+    if status in get_args(UpstreamStatus):
         return status, None  # type: ignore[return-value]  # narrowed by the membership test
     if status == "violation":
         return "failed", "violation"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from service.clock import rfc3339
 
-TaskStatus = Literal["pending", "running", "succeeded", "failed"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed"})
-TASK_STATUSES: tuple[str, ...] = ("pending", "running", "succeeded", "failed")
+TerminalStatus = Literal["succeeded", "failed"]
+TaskStatus = Literal["pending", "running", TerminalStatus]
+TERMINAL: frozenset[str] = frozenset(get_args(TerminalStatus))  # final: nothing changes them
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 SubmitState = Literal["submitting", "submitted", "failed"]
 EventOutcome = Literal["applied", "duplicate", "stale", "rejected", "deferred"]
 

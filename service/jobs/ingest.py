@@ -7,6 +7,7 @@ transaction as the state change it causes, before the 200 goes out.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,8 +39,7 @@ def with_schedule(decision: Decision, task: Task, policy: PollPolicy, now: float
         schedule["poll_attempts"] = 0
     if not schedule:
         return decision
-    changes = {**decision.changes, **schedule}
-    return Decision(decision.outcome, changes, decision.detail, decision.copies)
+    return dataclasses.replace(decision, changes={**decision.changes, **schedule})
 
 
 @dataclass(frozen=True, slots=True)

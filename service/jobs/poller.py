@@ -8,7 +8,7 @@ it survives restarts; claiming a batch leases it, so a crashed poll is simply re
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -19,14 +19,19 @@ from service.domain.records import TERMINAL, Task
 from service.domain.schedule import PollPolicy
 from service.domain.transitions import Decision, decide, fail_locally
 from service.jobs.ingest import poll_event
+from service.jobs.worker import QueueWorker
 from service.storage import Event, Storage
 from service.upstream.grsai import GrsaiClient
 
 log = logging.getLogger("grsai_relay.poller")
 
 
-class Poller:
-    """Polls due tasks on a tick, a bounded number at a time."""
+class Poller(QueueWorker):
+    """Polls due tasks on a tick, a bounded number at a time.
+
+    A round claims up to `batch` due tasks and polls them, `concurrency` at a time, before it
+    returns; a full batch means more are likely due, so the next round starts at once.
+    """
 
     def __init__(
         self,
@@ -43,60 +48,22 @@ class Poller:
         copy_results: bool = False,
         on_final: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__("poller", tick, log)
         self._storage = storage
         self._upstream = upstream
         self._policy = policy
         self._clock = clock
-        self._tick = tick
         self._batch = batch
         self._lease = lease
         self._rng = rng or random.Random()
         self._copy_results = copy_results
         self._on_final = on_final
         self._slots = asyncio.Semaphore(concurrency)
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.polls = 0
 
-    def start(self) -> None:
-        """Run the loop in the background."""
-        self._task = asyncio.create_task(self._run(), name="grsai-poller")
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop the loop; polls still running after `grace` seconds are cancelled.
-
-        A cancelled poll loses nothing: its task keeps its lease and is polled again later. Its
-        HTTP request is not cancelled with it (the client detaches sends from their callers), so
-        stopping cannot jam a connection pool.
-        """
-        self._stop.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    @property
-    def alive(self) -> bool:
-        """True while the loop runs."""
-        return self._task is not None and not self._task.done()
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                claimed = await self.run_once()
-            except RelayError as exc:  # storage unavailable: try again next tick
-                log.warning("poller round failed: %s", exc.message)
-                claimed = 0
-            except Exception:  # keep the loop alive whatever one round hit
-                log.exception("poller round crashed")
-                claimed = 0
-            if claimed < self._batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self._tick)
+    def more_waiting(self, claimed: int) -> bool:
+        """A full batch: more tasks are likely due now."""
+        return claimed >= self._batch
 
     async def run_once(self) -> int:
         """Claim the due tasks and poll them; return how many were claimed."""
@@ -148,10 +115,10 @@ class Poller:
 
         def apply_poll(current: Task) -> Decision:
             decision = decide(current, obs, now, copy_results=self._copy_results)
-            changes = dict(decision.changes)
-            if changes.get("status", current.status) not in ("succeeded", "failed"):
-                changes |= {"next_poll_at": next_poll, "poll_attempts": attempts}
-            return Decision(decision.outcome, changes, decision.detail, decision.copies)
+            if decision.changes.get("status", current.status) in TERMINAL:
+                return decision
+            schedule = {"next_poll_at": next_poll, "poll_attempts": attempts}
+            return dataclasses.replace(decision, changes={**decision.changes, **schedule})
 
         result = await self._storage.apply(
             task.id, apply_poll, event if obs.terminal else None, payload=False

@@ -1,4 +1,5 @@
-"""The shape shared by the background workers that run jobs from a database queue."""
+"""The loop shared by the background workers that run jobs from a database queue (the poller,
+the copier, the deliverer)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ class QueueWorker:
     async def run_once(self) -> int:
         """Claim and launch due jobs; return how many."""
         raise NotImplementedError
+
+    def more_waiting(self, claimed: int) -> bool:
+        """True when a round that claimed `claimed` jobs likely left more due: go again at once."""
+        return False
 
     def start(self) -> None:
         """Run the loop in the background."""
@@ -80,13 +85,16 @@ class QueueWorker:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
+            claimed = 0
             try:
-                await self.run_once()
-            except RelayError as exc:
+                claimed = await self.run_once()
+            except RelayError as exc:  # storage unavailable: try again next tick
                 self._log.warning("%s round failed: %s", self._name, exc.message)
             except Exception:  # keep working whatever one round hit
                 self._log.exception("%s round crashed", self._name)
             self._wake.clear()
+            if self._stop.is_set() or self.more_waiting(claimed):
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._tick)
         await self.wait_idle()

@@ -22,12 +22,12 @@ from starlette.applications import Starlette
 
 from service.api.context import Services
 from service.app import Seams, create_app
-from service.clock import ManualClock
 from service.domain.credentials import hash_secret, new_api_key
 from service.domain.records import ApiKey, Task
 from service.jobs.poller import Poller
 from service.settings import Settings
 from service.storage import Storage
+from tests.doubles import ManualClock
 
 JSON = dict[str, Any]
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]

@@ -14,8 +14,8 @@ import pytest
 
 from service.cli import main as cli
 from service.cli import ops as cli_ops
-from service.clock import ManualClock
 from service.settings import Settings
+from tests.doubles import ManualClock
 from tests.unit.conftest import FakeGrsai, Relay
 from tests.unit.test_assets_copier import succeeded
 from tests.unit.test_assets_download import FILES, FileHost

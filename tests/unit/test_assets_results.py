@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from service.app import Seams, create_app
-from service.clock import ManualClock, rfc3339
+from service.clock import rfc3339
+from tests.doubles import ManualClock
 from tests.unit.conftest import GRSAI_URL, RELAY_URL, FakeEntropy, FakeGrsai, Relay, relay_settings
 from tests.unit.test_assets_copier import drain, succeeded
 from tests.unit.test_assets_download import FILES, URL, FileHost, public_dns

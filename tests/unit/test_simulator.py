@@ -17,9 +17,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from service.clock import ManualClock
 from service.simulator import Simulator, SimulatorConfig, create_simulator_app
 from service.simulator.catalog import submit_paths
+from tests.doubles import ManualClock
 
 JSON = dict[str, Any]
 AUTH = {"Authorization": "Bearer sk-test"}
