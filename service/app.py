@@ -77,13 +77,14 @@ def build_services(
     if settings.grsai_api_key is None:
         raise ValueError("GRSAI_API_KEY is not set (run `grsai-relay serve` for demo mode)")
     seams = seams or Seams()
-    storage = seams.storage or open_storage(settings)
+    metrics = Metrics()
+    storage = seams.storage or open_storage(
+        settings.database_url, settings.storage_options(on_commit=metrics.time_commit)
+    )
     clock = seams.clock or SystemClock()
     rng = seams.rng or random.Random()
     entropy = seams.entropy or SystemEntropy()
     policy = poll_policy(settings)
-    metrics = Metrics()
-    storage.observe_commits(metrics.time_commit)
     metrics.watch(storage.queue_stats, storage.status_counts, clock.now)
     clients = build_clients(
         settings,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.domain.catalog import Catalog
+from service.storage.base import StorageOptions
 from service.upstream.netguard import parse_networks
 
 _CATALOG_EXAMPLE = '{"my-model": "/v1/draw/nano-banana"}'
@@ -178,6 +180,17 @@ class Settings(BaseSettings):
     def catalog(self) -> Catalog:
         """The model catalog with overrides applied."""
         return Catalog.from_override(self.model_catalog)
+
+    def storage_options(
+        self, on_commit: Callable[[float, int], None] | None = None
+    ) -> StorageOptions:
+        """How to run the storage backend of `DATABASE_URL`."""
+        return StorageOptions(
+            synchronous=self.sqlite_synchronous,
+            busy_timeout_ms=self.sqlite_busy_timeout_ms,
+            batch_max=self.write_batch_max,
+            on_commit=on_commit,
+        )
 
 
 def settings_problems(error: ValidationError) -> list[str]:

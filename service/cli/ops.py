@@ -11,17 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from service.clock import SystemClock, rfc3339
-from service.domain.records import ApiKey
+from service.domain.records import ApiKey, delivery_json
 from service.files.store import LocalAssetStore
 from service.settings import Settings
-from service.storage import Storage, open_storage, sqlite_path
+from service.storage import BackupError, Storage, backup_database, open_storage
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 async def with_storage(settings: Settings) -> Storage:
     """Open the configured storage (migrating it)."""
-    storage = open_storage(settings)
+    storage = open_storage(settings.database_url, settings.storage_options())
     await storage.open()
     return storage
 
@@ -89,8 +89,6 @@ def _key_id(keys: Sequence[ApiKey], wanted: str) -> str | None:
 
 
 async def tasks(settings: Settings, ns: argparse.Namespace) -> int:
-    from service.api.routes.deliveries import delivery_json
-
     storage = await with_storage(settings)
     try:
         if ns.tasks_command == "list":
@@ -199,21 +197,18 @@ def _unused_since(store: LocalAssetStore, sha: str, since: float) -> bool:
 
 def backup(settings: Settings, path: str, *, force: bool = False) -> int:
     """`db backup PATH`: refuses to replace a file or create folders unless `force`."""
-    from service.storage.sqlite.ops import BackupError, backup_database
-
     target = Path(path)
     try:
-        source = sqlite_path(settings.database_url)
         if not force and target.exists() and not target.is_dir():
             raise BackupError(f"{target} already exists; pass --force to replace it")
         if not force and not target.parent.is_dir():
             raise BackupError(f"folder {target.parent} does not exist; create it or pass --force")
-        made = backup_database(source, target)
+        made = backup_database(settings.database_url, target)
     except (ValueError, BackupError) as exc:
         print(f"backup failed: {exc}", file=sys.stderr)
         return 1
     print(
-        f"backed up {source} to {made.path}: {made.bytes} bytes,"
+        f"backed up {made.source} to {made.path}: {made.bytes} bytes,"
         f" schema version {made.schema_version}, integrity ok"
     )
     return 0

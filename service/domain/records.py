@@ -138,6 +138,11 @@ class Asset:
     height: int | None = None
     stored_at: float | None = None
 
+    @property
+    def settled(self) -> bool:
+        """True once the copy is stored or failed for good (it may have been the last one)."""
+        return self.status in ("stored", "failed")
+
 
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
@@ -169,3 +174,32 @@ class Attempt:
     status_code: int | None
     latency_ms: float | None
     error: str | None
+
+
+def delivery_json(delivery: Delivery, attempts: list[Attempt] | None = None) -> dict[str, Any]:
+    """The client-facing view of a delivery and its attempts."""
+    body: dict[str, Any] = {
+        "id": delivery.id,
+        "event_type": delivery.event_type,
+        "url": delivery.url,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": rfc3339(delivery.next_attempt_at)
+        if delivery.status == "pending"
+        else None,
+        "event_at": rfc3339(delivery.event_at),
+        "delivered_at": rfc3339(delivery.delivered_at),
+        "dead_at": rfc3339(delivery.dead_at),
+        "last_error": delivery.last_error,
+    }
+    if attempts is not None:
+        body["attempt_log"] = [
+            {
+                "at": rfc3339(a.attempted_at),
+                "status_code": a.status_code,
+                "latency_ms": a.latency_ms,
+                "error": a.error,
+            }
+            for a in attempts
+        ]
+    return body

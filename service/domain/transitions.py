@@ -11,39 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.domain.observation import Observation
+from service.domain.outbox import FinalEvent, final_event
 from service.domain.records import EventOutcome, Task
+from service.domain.results import result_entries
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What to do with one observation: its outcome and the column changes to apply."""
+    """What to do with one observation: its outcome, the column changes, and what to queue
+    with them (a backend stores all of it in one transaction and decides nothing itself)."""
 
     outcome: EventOutcome
     changes: dict[str, Any] = field(default_factory=dict)
     detail: str | None = None
-    copies: tuple[str, ...] = ()  # result URLs to copy to our storage, queued atomically
-
-
-def result_entries(obs: Observation, copy_results: bool) -> list[dict[str, Any]]:
-    """The stored `results` of a task that just succeeded.
-
-    With copying, `url` stays null until our copy is stored (it is never shown as stored
-    before it is); without, `url` is GrsAI's own (expiring) URL.
-    """
-    return [
-        {
-            "url": None if copy_results else r.url,
-            "upstream_url": r.url,
-            "content_type": None,
-            "bytes": None,
-            "sha256": None,
-            "width": r.width,
-            "height": r.height,
-            "stored_at": None,
-            "asset": {"status": "pending" if copy_results else "not_copied", "error": None},
-        }
-        for r in obs.results
-    ]
+    copies: tuple[str, ...] = ()  # result URLs to copy to our storage: copy jobs 0..n-1
+    final_event: FinalEvent | None = None  # the client's final event, due now
 
 
 def decide(task: Task, obs: Observation, now: float, *, copy_results: bool = False) -> Decision:
@@ -77,7 +59,15 @@ def decide(task: Task, obs: Observation, now: float, *, copy_results: bool = Fal
         copies = (
             tuple(r.url for r in obs.results) if copy_results and obs.status == "succeeded" else ()
         )
-        return Decision("applied", changes, copies=copies)
+        event = final_event(
+            task.id,
+            task.api_key_id,
+            obs.status,
+            task.callback_url,
+            now,
+            copies_pending=bool(copies),
+        )
+        return Decision("applied", changes, copies=copies, final_event=event)
     progress = obs.progress if obs.progress is not None else task.progress
     if task.status == "pending":
         return Decision(
@@ -115,6 +105,9 @@ def fail_locally(task: Task, reason: str, error: str, now: float) -> Decision:
             "updated_at": now,
             "next_poll_at": None,
         },
+        final_event=final_event(
+            task.id, task.api_key_id, "failed", task.callback_url, now, copies_pending=False
+        ),
     )
 
 

@@ -24,12 +24,13 @@ import httpx
 
 from service.clock import Clock, rfc3339
 from service.domain.errors import RelayError
+from service.domain.outbox import host_of
 from service.domain.records import Attempt, Delivery
 from service.jobs.worker import QueueWorker
 from service.metrics import Metrics
 from service.storage import Storage
 from service.upstream.httppool import WatchedClient
-from service.upstream.netguard import UrlGuard, UrlRefused, host_of
+from service.upstream.netguard import UrlGuard, UrlRefused
 from service.upstream.signing import signed_headers
 
 log = logging.getLogger("grsai_relay.delivery")

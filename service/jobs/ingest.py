@@ -129,7 +129,7 @@ class CallbackIngestor:
                 self._verifying[task.id] = (lock, users - 1)
 
     async def _apply(self, task: TaskRef, truth: Observation, event: Event, now: float) -> str:
-        result = await self._storage.apply(
+        decision = await self._storage.apply(
             task.id,
             lambda current: with_schedule(
                 decide(current, truth, now, copy_results=self._copy_results),
@@ -138,13 +138,12 @@ class CallbackIngestor:
                 now,
             ),
             event,
-            payload=False,
         )
-        if result is None:
+        if decision is None:
             raise NotFound("not found")
-        if result[0].changes.get("status") in TERMINAL:
+        if decision.changes.get("status") in TERMINAL:
             self._on_final()
-        return event.outcome or result[0].outcome
+        return event.outcome or decision.outcome
 
     async def _check(self, task: TaskRef, claimed: Observation) -> Verdict:
         polled = await self._poll_once(task.upstream_id or claimed.upstream_id)
@@ -172,15 +171,12 @@ class CallbackIngestor:
                 "deferred", {} if current.terminal else {"next_poll_at": now}, detail
             ),
             deferred,
-            payload=False,
         )
         return "deferred"
 
     async def _reject(self, task: TaskRef, raw: bytes, now: float, detail: str) -> None:
         event = Event(task.id, "callback", now, raw, outcome="rejected", detail=detail)
-        await self._storage.apply(
-            task.id, lambda _: Decision("rejected", detail=detail), event, payload=False
-        )
+        await self._storage.apply(task.id, lambda _: Decision("rejected", detail=detail), event)
 
 
 def poll_event(task: Task, obs: Observation, now: float) -> Event:

@@ -120,10 +120,8 @@ class Poller(QueueWorker):
             schedule = {"next_poll_at": next_poll, "poll_attempts": attempts}
             return dataclasses.replace(decision, changes={**decision.changes, **schedule})
 
-        result = await self._storage.apply(
-            task.id, apply_poll, event if obs.terminal else None, payload=False
-        )
-        if result is not None and result[0].changes.get("status") in TERMINAL:
+        decision = await self._storage.apply(task.id, apply_poll, event if obs.terminal else None)
+        if decision is not None and decision.changes.get("status") in TERMINAL:
             self._on_final()
 
     async def _reschedule(self, task: Task, now: float) -> None:
@@ -136,13 +134,10 @@ class Poller(QueueWorker):
                 {} if current.terminal else {"next_poll_at": next_poll, "poll_attempts": attempts},
             ),
             None,
-            payload=False,
         )
 
     async def _fail(self, task: Task, reason: str, error: str, now: float) -> None:
         log.warning("task %s failed locally: %s (%s)", task.id, reason, error)
         event = Event(task.id, "local", now, error.encode(), detail=reason)
-        await self._storage.apply(
-            task.id, lambda t: fail_locally(t, reason, error, now), event, payload=False
-        )
+        await self._storage.apply(task.id, lambda t: fail_locally(t, reason, error, now), event)
         self._on_final()

@@ -8,6 +8,7 @@ recovers it; otherwise the poller fails it as `submit_interrupted` after a grace
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import re
@@ -29,10 +30,10 @@ from service.domain.errors import (
 )
 from service.domain.records import ApiKey, Task
 from service.domain.schedule import PollPolicy
-from service.domain.transitions import Decision
+from service.domain.transitions import Decision, fail_locally
 from service.jobs.ratelimit import SubmitLimiter
 from service.jobs.schemas import TaskCreate, parse_task_create
-from service.storage import DuplicateIdempotencyKey, Storage
+from service.storage import DuplicateIdempotencyKey, Event, Storage
 from service.upstream.grsai import GrsaiClient
 from service.upstream.netguard import UrlGuard, UrlRefused
 
@@ -209,18 +210,21 @@ class Submitter:
             reason = SUBMIT_REJECTED
         else:
             reason = "submit_outcome_unknown"
-        changes: dict[str, Any] = {
-            "status": "failed",
-            "submit_state": "failed",
-            "failure_reason": reason,
-            "error": exc.message,
-            "completed_at": now,
-            "updated_at": now,
-            "next_poll_at": None,
-        }
-        if isinstance(exc, UpstreamUnavailable):
-            changes["idempotency_key"] = None  # surely not submitted: a retry may try again
-        await self._storage.update_task(task.id, changes)
+        error = exc.message
+        release = isinstance(exc, UpstreamUnavailable)  # surely not submitted: a retry may
+
+        def fail(current: Task) -> Decision:
+            decision = fail_locally(current, reason, error, now)
+            if decision.outcome != "applied":
+                return decision
+            changes = {**decision.changes, "idempotency_key": None} if release else None
+            # The client hears of this failure in the answer to its submit, not by callback.
+            return dataclasses.replace(
+                decision, changes=changes or decision.changes, final_event=None
+            )
+
+        event = Event(task.id, "submit", now, error.encode(), detail=reason)
+        await self._storage.apply(task.id, fail, event)
 
     async def _record_success(self, task: Task, upstream_id: str) -> Task:
         now = self._clock.now()
@@ -232,6 +236,7 @@ class Submitter:
                 changes |= {"next_poll_at": first_poll, "updated_at": now}
             return Decision("applied", changes)
 
-        result = await self._storage.apply(task.id, bind, None)
-        assert result is not None
-        return result[1]
+        await self._storage.apply(task.id, bind, None)
+        stored = await self._storage.task(task.id)  # with whatever a callback changed meanwhile
+        assert stored is not None
+        return stored

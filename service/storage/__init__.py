@@ -1,15 +1,31 @@
-"""Storage backends, chosen by the scheme of `DATABASE_URL`."""
+"""Storage backends, chosen by the scheme of `DATABASE_URL` (each imported only when chosen)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
 
-from service.storage.base import DuplicateIdempotencyKey, Event, Storage
+from service.storage.base import (
+    Backup,
+    BackupError,
+    DuplicateIdempotencyKey,
+    Event,
+    Storage,
+    StorageOptions,
+)
 
-if TYPE_CHECKING:
-    from service.settings import Settings
-
-__all__ = ["DuplicateIdempotencyKey", "Event", "Storage", "open_storage", "sqlite_path"]
+__all__ = [
+    "Backup",
+    "BackupError",
+    "DuplicateIdempotencyKey",
+    "Event",
+    "Storage",
+    "StorageOptions",
+    "backup_database",
+    "open_storage",
+    "sqlite_path",
+]
+SCHEMES = ("sqlite",)
 
 
 def sqlite_path(url: str) -> str:
@@ -23,17 +39,41 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def open_storage(settings: Settings) -> Storage:
-    """Build the backend for `settings.database_url` (its driver is imported lazily)."""
-    url = settings.database_url
-    scheme = url.split(":", 1)[0].lower()
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].lower()
+
+
+def open_storage(url: str, options: StorageOptions | None = None) -> Storage:
+    """Build the backend for `url` (not opened yet); its driver is imported only now."""
+    options = options or StorageOptions()
+    scheme = _scheme(url)
     if scheme == "sqlite":
         from service.storage.sqlite import SQLiteStorage
 
         return SQLiteStorage(
             sqlite_path(url),
-            synchronous=settings.sqlite_synchronous,
-            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-            batch_max=settings.write_batch_max,
+            synchronous=options.synchronous,
+            busy_timeout_ms=options.busy_timeout_ms,
+            batch_max=options.batch_max,
+            on_commit=options.on_commit,
         )
-    raise ValueError(f"unsupported DATABASE_URL scheme {scheme!r}; supported: sqlite")
+    raise ValueError(f"unsupported DATABASE_URL scheme {scheme!r}; supported: {', '.join(SCHEMES)}")
+
+
+def backup_database(
+    url: str,
+    dest: str | Path,
+    *,
+    step_pages: int | None = None,
+    pause: Callable[[], None] | None = None,
+) -> Backup:
+    """Copy the live database at `url` to `dest` with its backend's online backup, verified.
+
+    Blocking. The database need not be open here and is copied as it is (never migrated);
+    `dest` is only ever replaced by a complete, verified copy (`BackupError` otherwise).
+    """
+    if _scheme(url) == "sqlite":
+        from service.storage.sqlite.ops import backup_database as backup_file
+
+        return backup_file(sqlite_path(url), dest, step_pages=step_pages, pause=pause)
+    raise ValueError(f"not a sqlite file URL: {url!r}; backups support {', '.join(SCHEMES)}")

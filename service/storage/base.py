@@ -1,10 +1,17 @@
-"""The storage contract: the few operations the service needs, whatever the database."""
+"""The storage contract: the few operations the service needs, whatever the database.
+
+A backend executes statements and holds no business rule: what a change means (the state
+machine, the outbox, the results projection, fairness, retention) is decided in
+`service.domain`, and the backend stores the decision. `tests/unit/test_storage_contract.py`
+runs every backend through the same promises.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
 from service.domain.records import ApiKey, Asset, Attempt, Delivery, EventOutcome, Task, TaskRef
 from service.domain.transitions import Decision
@@ -28,17 +35,43 @@ class DuplicateIdempotencyKey(Exception):
     """Another task already holds this (api key, Idempotency-Key) pair."""
 
 
+class BackupError(Exception):
+    """The database could not be copied, or the copy did not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageOptions:
+    """How to run a backend (each takes what applies to it); none of it changes what is stored."""
+
+    synchronous: str = "NORMAL"  # SQLite: FULL also survives a power loss
+    busy_timeout_ms: int = 5000  # how long a write waits for another process's lock
+    batch_max: int = 256  # writes per group commit
+    on_commit: Callable[[float, int], None] | None = None  # (perf_counter at start, batch size)
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """A verified copy of the database."""
+
+    path: Path
+    bytes: int
+    schema_version: int
+    source: str  # what was copied, as an operator names it (the database file)
+
+
 class Storage(Protocol):
-    """What every storage backend offers. Every write is durable when its await returns."""
+    """What every storage backend offers.
+
+    Every write is durable when its await returns (it survives the process being killed right
+    after); a write whose await raised left nothing behind. Reads see every acknowledged write.
+    `StorageUnavailable` means "not now, try again": the database is busy, full or read-only.
+    """
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
 
     async def close(self) -> None:
         """Finish pending writes and disconnect."""
-
-    def observe_commits(self, callback: Callable[[float, int], None]) -> None:
-        """Have `callback(started, batch_size)` called after every commit (metrics)."""
 
     async def ping(self) -> None:
         """Raise `StorageUnavailable` unless the database answers a read and accepts a write."""
@@ -81,22 +114,20 @@ class Storage(Protocol):
     ) -> list[Task]:
         """The caller's tasks newest first, strictly older than `before_seq` (keyset)."""
 
-    async def update_task(self, task_id: str, changes: dict[str, Any]) -> None:
-        """Write column changes unconditionally (submission bookkeeping)."""
-
     async def apply(
-        self,
-        task_id: str,
-        decide: Callable[[Task], Decision],
-        event: Event | None,
-        *,
-        payload: bool = True,
-    ) -> tuple[Decision, Task] | None:
-        """Atomically read the task, decide, write the changes and the event with its outcome.
+        self, task_id: str, decide: Callable[[Task], Decision], event: Event | None
+    ) -> Decision | None:
+        """Read the task, `decide`, and store the decision, all in one transaction.
 
-        Returns None when the task does not exist. With `payload=False` the task handed to
-        `decide` (and returned) has its JSON columns (`input`, `results`, `metadata`) left
-        empty: state transitions never read them, and decoding them costs the hot path.
+        Stored together: the column changes, a copy job per URL of `decision.copies` (numbered
+        from 0), `decision.final_event` as a delivery (dead at once if its URL answered 410
+        before; never queued twice), and `event` with the decision's outcome and detail where
+        it has none of its own. Returns the decision, or None when the task does not exist.
+
+        `decide` must be pure: a backend may call it more than once for one apply (a batch is
+        run again when another write in it failed), and only the last call counts. It gets the
+        task without its payload (`input`, `results` and `metadata` may be empty): decisions
+        never read them.
         """
 
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:
@@ -109,7 +140,8 @@ class Storage(Protocol):
         """Take up to `limit` due copy jobs, leasing them until `lease_until`."""
 
     async def save_asset(self, asset: Asset, now: float) -> None:
-        """Store a copy job's new state and its task's `results` entry atomically."""
+        """Store a copy job's new state, its task's `results` entry (`domain.results`) and,
+        once the task's last copy settled, its final event (`domain.outbox`), atomically."""
 
     async def asset(self, task_id: str, n: int) -> Asset | None:
         """One copy job / stored file record."""
@@ -170,13 +202,14 @@ class Storage(Protocol):
         """Lease due deliveries, at most `free` in all and `per_host` per destination host."""
 
     async def record_attempt(self, delivery: Delivery, attempt: Attempt, gone: bool) -> None:
-        """Store an attempt and the delivery's new state; `gone` retires its URL."""
+        """Store an attempt and the delivery's new state. `gone` retires its URL: every pending
+        delivery to it dies now, and later final events to it are stored dead."""
 
     async def deliveries_of(self, task_id: str) -> list[tuple[Delivery, list[Attempt]]]:
         """A task's deliveries with every attempt."""
 
     async def redeliver(self, task_id: str, now: float) -> Delivery | None:
-        """Queue the task's final event again under the same id."""
+        """Queue the task's final event again under the same id (its URL is no longer gone)."""
 
     async def replay_dead(self, api_key_id: str, since: float, now: float) -> int:
-        """Re-queue the key's dead deliveries that died at or after `since`."""
+        """Re-queue the key's dead deliveries that died at or after `since` (not to gone URLs)."""

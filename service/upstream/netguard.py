@@ -70,11 +70,6 @@ def is_public(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-def host_of(url: str) -> str:
-    """A URL's host, lower-cased (what per-host limits count against)."""
-    return (urlsplit(url).hostname or "").lower()
-
-
 def parse_networks(spec: str | Iterable[str]) -> tuple[IPNetwork, ...]:
     """Parse a comma-separated list (or iterable) of CIDR networks."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)

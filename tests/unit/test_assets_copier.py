@@ -21,8 +21,8 @@ import pytest
 from service.clock import rfc3339
 from service.domain.observation import Observation, ResultFile
 from service.domain.records import Asset, Task
-from service.domain.results import result_path, updated_entry
-from service.domain.transitions import decide, result_entries
+from service.domain.results import result_entries, result_path, updated_entry
+from service.domain.transitions import decide
 from service.files.download import Downloader
 from service.files.store import LocalAssetStore
 from service.jobs.copier import Copier

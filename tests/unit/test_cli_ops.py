@@ -25,17 +25,17 @@ from typing import Any
 import pytest
 
 import service.storage.sqlite as sqlite_module
-from service.api.routes.deliveries import delivery_json
 from service.cli import main as cli
 from service.cli import ops as cli_ops
 from service.domain.credentials import hash_secret
-from service.domain.records import ApiKey, Asset, Attempt, Task
+from service.domain.outbox import final_event
+from service.domain.records import ApiKey, Asset, Attempt, Task, delivery_json
 from service.domain.transitions import Decision
 from service.files.store import LocalAssetStore
-from service.storage import Event
+from service.storage import BackupError, Event
 from service.storage.sqlite import SQLiteStorage
 from service.storage.sqlite.migrations import LATEST
-from service.storage.sqlite.ops import BackupError, SQLiteOps, backup_database
+from service.storage.sqlite.ops import SQLiteOps, backup_database
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_AGO = 1_000_000_000.0  # 2001: before any cutoff these tests use; also an "old" file mtime
@@ -138,9 +138,16 @@ async def observe(
             {"url": None, "upstream_url": url, "asset": {"status": "pending", "error": None}}
             for url in copies
         ]
-    decision = Decision("applied", {"updated_at": at, **changes}, copies=copies)
+
+    def decide(task: Task) -> Decision:
+        status = str(changes.get("status", task.status))
+        event = final_event(
+            task.id, task.api_key_id, status, task.callback_url, at, copies_pending=bool(copies)
+        )
+        return Decision("applied", {"updated_at": at, **changes}, copies=copies, final_event=event)
+
     body = json.dumps({"id": task_id, **changes}, default=str).encode()
-    await storage.apply(task_id, lambda _task: decision, Event(task_id, "poll", at, body))
+    await storage.apply(task_id, decide, Event(task_id, "poll", at, body))
 
 
 async def finish(

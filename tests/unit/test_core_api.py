@@ -424,6 +424,23 @@ async def test_upstream_refusals_are_502(
     assert (stored.status, stored.failure_reason) == ("failed", "submit_rejected")
 
 
+async def test_a_refused_submit_is_failed_by_the_state_machine_with_its_event(relay: Relay) -> None:
+    """A refusal fails the task through the state machine: a `submit` event records why, and no
+    callback is queued (the client heard it in the answer)."""
+
+    async def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"code": -1, "msg": "insufficient credits"})
+
+    relay.grsai.on_submit = refuse
+    response = await relay.submit(callback_url="https://client.test/done")
+    error = error_of(response, 502)
+    events = await relay.storage.events(error["task_id"])
+    assert [(e.source, e.outcome, e.detail, e.body) for e in events] == [
+        ("submit", "applied", "submit_rejected", b"insufficient credits")
+    ]
+    assert await relay.storage.deliveries_of(error["task_id"]) == []
+
+
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 async def test_upstream_5xx_at_submit_is_outcome_unknown(relay: Relay, status: int) -> None:
     """A 5xx may come from a gateway after GrsAI took the task: 503; the task awaits recovery."""

@@ -62,8 +62,8 @@ async def test_concurrent_applies_all_commit(storage: SQLiteStorage) -> None:
     await storage.insert_task(make_task(1))
     events = [Event("task_1", "poll", NOW + n, f"body {n}".encode()) for n in range(200)]
     results = await asyncio.gather(*(storage.apply("task_1", bump, e) for e in events))
-    assert all(r is not None and r[0].outcome == "applied" for r in results)
-    counts = sorted(r[1].poll_attempts for r in results if r is not None)
+    assert all(r is not None and r.outcome == "applied" for r in results)
+    counts = sorted(r.changes["poll_attempts"] for r in results if r is not None)
     assert counts == list(range(1, 201))
     task = await storage.task("task_1")
     assert task is not None
@@ -276,7 +276,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_backend_is_chosen_by_url(tmp_path: Path) -> None:
     """sqlite:/// URLs open SQLite; other schemes and in-memory databases are refused."""
-    storage = open_storage(relay_settings(tmp_path))
+    storage = open_storage(relay_settings(tmp_path).database_url)
     assert isinstance(storage, SQLiteStorage)
     assert storage.path == f"{tmp_path}/t.db"
     assert sqlite_path("sqlite:///data/x.db") == "data/x.db"
@@ -285,7 +285,7 @@ def test_backend_is_chosen_by_url(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=r"(?i)sqlite"):
             sqlite_path(bad)
     with pytest.raises(ValueError, match="unsupported"):
-        open_storage(relay_settings(tmp_path, database_url="mysql://x/y"))
+        open_storage(relay_settings(tmp_path, database_url="mysql://x/y").database_url)
 
 
 async def test_point_reads_keep_interior_pages_cached(storage: SQLiteStorage) -> None:

@@ -16,8 +16,7 @@ from starlette.routing import Route
 from service.api.errors import error_body
 from service.api.openapi import REF_TEMPLATE, document_for, openapi_document
 from service.api.routes import docs
-from service.api.routes.deliveries import delivery_json
-from service.domain.records import Asset, Attempt, Delivery
+from service.domain.records import Asset, Attempt, Delivery, delivery_json
 from service.jobs.schemas import TaskCreate
 from tests.unit.conftest import RELAY_URL, MakeRelay, Relay
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -11,38 +10,8 @@ from starlette.routing import Route
 
 from service.api.auth import authenticate
 from service.api.context import services
-from service.clock import rfc3339
 from service.domain.errors import Conflict, NotFound, ValidationFailed
-from service.domain.records import Attempt, Delivery
-
-
-def delivery_json(delivery: Delivery, attempts: list[Attempt] | None = None) -> dict[str, Any]:
-    """The client-facing view of a delivery and its attempts."""
-    body: dict[str, Any] = {
-        "id": delivery.id,
-        "event_type": delivery.event_type,
-        "url": delivery.url,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "next_attempt_at": rfc3339(delivery.next_attempt_at)
-        if delivery.status == "pending"
-        else None,
-        "event_at": rfc3339(delivery.event_at),
-        "delivered_at": rfc3339(delivery.delivered_at),
-        "dead_at": rfc3339(delivery.dead_at),
-        "last_error": delivery.last_error,
-    }
-    if attempts is not None:
-        body["attempt_log"] = [
-            {
-                "at": rfc3339(a.attempted_at),
-                "status_code": a.status_code,
-                "latency_ms": a.latency_ms,
-                "error": a.error,
-            }
-            for a in attempts
-        ]
-    return body
+from service.domain.records import delivery_json
 
 
 async def _owned_task_id(request: Request) -> str:

@@ -6,10 +6,13 @@ import json
 import sqlite3
 from typing import Any
 
+from service.domain.outbox import final_event
 from service.domain.records import Asset
-from service.domain.results import updated_entry
+from service.domain.results import with_copy
+from service.domain.retention import pruned
 from service.storage.sqlite.core import SQLiteBase
-from service.storage.sqlite.deliveries import enqueue_final_event
+from service.storage.sqlite.deliveries import queue_final_event
+from service.storage.sqlite.rows import encode_column
 
 _COLUMNS = (
     "task_id", "n", "upstream_url", "status", "attempts", "next_attempt_at", "error", "sha256",
@@ -32,19 +35,24 @@ def _save(conn: sqlite3.Connection, asset: Asset, now: float) -> None:
         f"UPDATE assets SET {assignments} WHERE task_id = ? AND n = ?",
         (*values, asset.task_id, asset.n),
     )
-    cur = conn.execute("SELECT results FROM tasks WHERE id = ?", (asset.task_id,))
-    row = cur.fetchone()
+    sql = "SELECT results, api_key_id, status, callback_url FROM tasks WHERE id = ?"
+    row = conn.execute(sql, (asset.task_id,)).fetchone()
     if row is None:
         return
-    results = json.loads(row[0])
-    if asset.n < len(results):
-        results[asset.n] = updated_entry(results[asset.n], asset)
+    results = with_copy(json.loads(row[0]), asset)
+    if results is not None:
         conn.execute(
             "UPDATE tasks SET results = ? WHERE id = ?",
-            (json.dumps(results, separators=(",", ":"), ensure_ascii=False), asset.task_id),
+            (encode_column("results", results), asset.task_id),
         )
-    if asset.status in ("stored", "failed"):  # maybe the last copy: the client may be told now
-        enqueue_final_event(conn, asset.task_id, now)
+    if not asset.settled:
+        return
+    # maybe the last copy: the client may be told now
+    pending = "SELECT 1 FROM assets WHERE task_id = ? AND status = 'pending' LIMIT 1"
+    copies_pending = conn.execute(pending, (asset.task_id,)).fetchone() is not None
+    event = final_event(asset.task_id, row[1], row[2], row[3], now, copies_pending=copies_pending)
+    if event is not None:
+        queue_final_event(conn, event)
 
 
 class SQLiteAssets(SQLiteBase):
@@ -104,9 +112,8 @@ class SQLiteAssets(SQLiteBase):
         def op(conn: sqlite3.Connection) -> tuple[int, list[str]]:
             sql = f"{_SELECT} WHERE status = 'stored' AND task_id IN ({_OLD_TASKS}) LIMIT ?"
             cur = conn.execute(sql, (completed_before, limit))
-            old = [_asset(row) for row in cur.fetchall()]
+            old = [pruned(_asset(row)) for row in cur.fetchall()]
             for asset in old:
-                asset.status, asset.error = "pruned", "removed after the retention period"
                 _save(conn, asset, now)
             orphans = []
             for sha in sorted({a.sha256 for a in old if a.sha256}):

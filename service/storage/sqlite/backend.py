@@ -11,10 +11,10 @@ import aiosqlite
 
 from service.domain.errors import StorageUnavailable
 from service.domain.records import ApiKey, Task, TaskRef
-from service.domain.transitions import Decision, apply
+from service.domain.transitions import Decision
 from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.sqlite.assets import SQLiteAssets
-from service.storage.sqlite.deliveries import SQLiteDeliveries, enqueue_final_event
+from service.storage.sqlite.deliveries import SQLiteDeliveries, queue_final_event
 from service.storage.sqlite.files import make_folder, open_failure
 from service.storage.sqlite.migrations import LATEST, MIGRATIONS
 from service.storage.sqlite.ops import SQLiteOps
@@ -50,6 +50,12 @@ def connect(path: str, busy_timeout_ms: int, *, read_only: bool = False) -> sqli
 
 
 _SELECT_KEY = "SELECT id, name, prefix, created_at, revoked_at, demo FROM api_keys"
+# A taken Idempotency-Key inserts nothing (rowcount 0) instead of failing, so it is told apart
+# from any other conflict without reading an error message.
+_INSERT_TASK = (
+    f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
+    " ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+)
 
 
 def _api_key(row: Any) -> ApiKey:
@@ -82,6 +88,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
         batch_max: int = 256,
+        on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
         self.path = path
         self._synchronous = synchronous
@@ -90,7 +97,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         self._writer: GroupCommitWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self._fast: sqlite3.Connection | None = None
-        self._on_commit: Callable[[float, int], None] | None = None
+        self._on_commit = on_commit  # metrics: (perf_counter at start, batch size) per commit
 
     def _writer_connection(self) -> sqlite3.Connection:
         conn = connect(self.path, self._busy_timeout_ms)
@@ -134,12 +141,6 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         if self._fast is not None:
             self._fast.close()
             self._fast = None
-
-    def observe_commits(self, callback: Callable[[float, int], None]) -> None:
-        """Call `callback(started, batch_size)` after every group commit (metrics)."""
-        self._on_commit = callback
-        if self._writer is not None:
-            self._writer.on_commit = callback
 
     def _fast_task(self, sql: str, params: tuple[Any, ...]) -> Task | None:
         rows = self._fast_rows(sql, params)
@@ -203,20 +204,16 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
     async def insert_task(self, task: Task) -> None:
         """Insert a task; a taken Idempotency-Key raises `DuplicateIdempotencyKey`."""
         values = tuple(encode_column(c, getattr(task, c)) for c in TASK_COLUMNS)
-        sql = (
-            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)})"
-            f" VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
-        )
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(sql, values)
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(_INSERT_TASK, values).rowcount == 1
 
         try:
-            await self._write(op)
-        except sqlite3.IntegrityError as exc:
-            if "idempotency" in str(exc) or "tasks.api_key_id, tasks.idempotency_key" in str(exc):
-                raise DuplicateIdempotencyKey(task.idempotency_key) from exc
+            inserted = await self._write(op)
+        except sqlite3.IntegrityError as exc:  # another unique column (id, token): a bug
             raise StorageUnavailable(f"could not store task: {exc}") from exc
+        if not inserted:  # the Idempotency-Key's unique index said no
+            raise DuplicateIdempotencyKey(task.idempotency_key)
 
     async def task(self, task_id: str, api_key_id: str | None = None) -> Task | None:
         """Fetch by id (and owner)."""
@@ -258,27 +255,14 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
 
-    async def update_task(self, task_id: str, changes: dict[str, Any]) -> None:
-        """Unconditional column update."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            update_task_row(conn, task_id, changes)
-
-        await self._write(op)
-
     async def apply(
-        self,
-        task_id: str,
-        decide: Callable[[Task], Decision],
-        event: Event | None,
-        *,
-        payload: bool = True,
-    ) -> tuple[Decision, Task] | None:
-        """Read, decide, write and record the event in one transaction."""
-        select = SELECT_TASK if payload else SELECT_STATE
+        self, task_id: str, decide: Callable[[Task], Decision], event: Event | None
+    ) -> Decision | None:
+        """Read the task's state (no JSON payload: decoding it would cost the hot path), decide,
+        and store the decision and the event in one transaction."""
 
-        def op(conn: sqlite3.Connection) -> tuple[Decision, Task] | None:
-            task = one_task(conn, f"{select} WHERE id = ?", (task_id,))
+        def op(conn: sqlite3.Connection) -> Decision | None:
+            task = one_task(conn, f"{SELECT_STATE} WHERE id = ?", (task_id,))
             if task is None:
                 return None
             decision = decide(task)
@@ -290,13 +274,13 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
                     " next_attempt_at) VALUES (?, ?, ?, 'pending', ?)",
                     [(task_id, n, url, 0.0) for n, url in enumerate(decision.copies)],
                 )
-            if decision.changes.get("status") in ("succeeded", "failed"):
-                enqueue_final_event(conn, task_id, decision.changes.get("updated_at") or 0.0)
+            if decision.final_event is not None:
+                queue_final_event(conn, decision.final_event)
             if event is not None:
                 insert_event(conn, event, decision)
-            return decision, apply(task, decision)
+            return decision
 
-        result: tuple[Decision, Task] | None = await self._write(op)
+        result: Decision | None = await self._write(op)
         return result
 
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:

@@ -2,61 +2,38 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Mapping
 
+from service.domain.outbox import FINAL_EVENTS, GONE, FinalEvent, candidates, fair_share
 from service.domain.records import Attempt, Delivery
 from service.storage.sqlite.core import SQLiteBase
-from service.upstream.netguard import host_of
 
 _COLUMNS = (
     "id", "task_id", "api_key_id", "event_type", "url", "status", "attempts", "next_attempt_at",
     "event_at", "delivered_at", "dead_at", "last_error",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM deliveries"
-FINAL_EVENTS = {"succeeded": "task.succeeded", "failed": "task.failed"}
+_EVENT_TYPES = ", ".join(f"'{event}'" for event in FINAL_EVENTS.values())  # fixed words
 
 
-def delivery_id(task_id: str, event_type: str) -> str:
-    """The event's webhook-id: stable, so every retry and redelivery reuses it."""
-    return "msg_" + hashlib.sha256(f"{task_id}/{event_type}".encode()).hexdigest()[:32]
+def _gone(conn: sqlite3.Connection, url: str) -> bool:
+    return conn.execute("SELECT 1 FROM gone_urls WHERE url = ?", (url,)).fetchone() is not None
 
 
-def enqueue_final_event(conn: sqlite3.Connection, task_id: str, now: float) -> None:
-    """Queue the task's final event if it is final, wants callbacks and has no copy pending.
+def queue_final_event(conn: sqlite3.Connection, event: FinalEvent) -> None:
+    """Store the outbox row of a final event (`event.row`), once: a second one is ignored.
 
-    Called inside the transaction that makes one of those true, so the event and its cause
-    commit together (transactional outbox).
+    Called inside the transaction whose change made it due, so the event and its cause commit
+    together (transactional outbox).
     """
-    sql = "SELECT status, callback_url, api_key_id FROM tasks WHERE id = ?"
-    cur = conn.execute(sql, (task_id,))
-    row = cur.fetchone()
-    if row is None or row[0] not in FINAL_EVENTS or not row[1]:
-        return
-    pending = "SELECT 1 FROM assets WHERE task_id = ? AND status = 'pending' LIMIT 1"
-    cur = conn.execute(pending, (task_id,))
-    if cur.fetchone() is not None:
-        return
-    cur = conn.execute("SELECT 1 FROM gone_urls WHERE url = ?", (row[1],))
-    gone = cur.fetchone() is not None
-    event = FINAL_EVENTS[row[0]]
+    row = event.row(gone=_gone(conn, event.url))
     conn.execute(
         "INSERT OR IGNORE INTO deliveries (id, task_id, api_key_id, event_type, url, status,"
         " next_attempt_at, event_at, dead_at, last_error) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (
-            delivery_id(task_id, event),
-            task_id,
-            row[2],
-            event,
-            row[1],
-            "dead" if gone else "pending",
-            None if gone else now,
-            now,
-            now if gone else None,
-            "this URL answered 410 Gone before" if gone else None,
-        ),
-    )
+        (row.id, row.task_id, row.api_key_id, row.event_type, row.url, row.status,
+         row.next_attempt_at, row.event_at, row.dead_at, row.last_error),
+    )  # fmt: skip
 
 
 class SQLiteDeliveries(SQLiteBase):
@@ -96,17 +73,10 @@ class SQLiteDeliveries(SQLiteBase):
 
         def op(conn: sqlite3.Connection) -> list[Delivery]:
             sql = f"{_SELECT} WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
-            cur = conn.execute(sql, (now, max(free * 8, 64)))
-            due = [Delivery(*row) for row in cur.fetchall()]
-            taken: list[Delivery] = []
-            counts = dict(busy)
-            for delivery in due:
-                host = host_of(delivery.url)
-                if len(taken) >= free or counts.get(host, 0) >= per_host:
-                    continue
-                counts[host] = counts.get(host, 0) + 1
+            cur = conn.execute(sql, (now, candidates(free)))
+            taken = fair_share((Delivery(*row) for row in cur.fetchall()), free, busy, per_host)
+            for delivery in taken:
                 delivery.next_attempt_at = lease_until
-                taken.append(delivery)
             conn.executemany(
                 "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?",
                 [(lease_until, d.id) for d in taken],
@@ -139,9 +109,8 @@ class SQLiteDeliveries(SQLiteBase):
                 )
                 conn.execute(
                     "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, dead_at = ?,"
-                    " last_error = 'this URL answered 410 Gone'"
-                    " WHERE url = ? AND status = 'pending'",
-                    (attempt.attempted_at, delivery.url),
+                    " last_error = ? WHERE url = ? AND status = 'pending'",
+                    (attempt.attempted_at, GONE, delivery.url),
                 )
 
         await self._write(op)
@@ -165,7 +134,7 @@ class SQLiteDeliveries(SQLiteBase):
         """Queue the task's final event again (same id); an explicit redelivery un-gones its URL."""
 
         def op(conn: sqlite3.Connection) -> Delivery | None:
-            sql = f"{_SELECT} WHERE task_id = ? AND event_type IN ('task.succeeded', 'task.failed')"
+            sql = f"{_SELECT} WHERE task_id = ? AND event_type IN ({_EVENT_TYPES})"
             cur = conn.execute(sql, (task_id,))
             row = cur.fetchone()
             if row is None:

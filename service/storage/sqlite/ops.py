@@ -8,25 +8,27 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from service.domain.records import Task
+from service.domain.retention import BUSY_COPY, BUSY_DELIVERY, PURGEABLE_STATUSES
+from service.storage.base import Backup, BackupError
 from service.storage.sqlite.core import SQLiteBase
 from service.storage.sqlite.rows import SELECT_TASK, row_task
 from service.storage.sqlite.writer import storage_error
 
-# A terminal task may go only once nothing is still working on it: no copy waiting to be made
-# and no callback still being retried (deleting those would lose a client's final event).
+# What `domain.retention` allows to be purged: a final task completed before the cutoff, once
+# nothing still works on it. The words are the domain's constants, never input.
+_STATUSES = ", ".join(f"'{status}'" for status in sorted(PURGEABLE_STATUSES))
 _OLD = (
-    "tasks.status IN ('succeeded', 'failed') AND tasks.completed_at IS NOT NULL"
-    " AND tasks.completed_at < ?"
+    f"tasks.status IN ({_STATUSES}) AND tasks.completed_at IS NOT NULL AND tasks.completed_at < ?"
 )
 _IDLE = (
-    "NOT EXISTS (SELECT 1 FROM assets a WHERE a.task_id = tasks.id AND a.status = 'pending')"
+    "NOT EXISTS (SELECT 1 FROM assets a WHERE a.task_id = tasks.id"
+    f" AND a.status = '{BUSY_COPY}')"
     " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.task_id = tasks.id"
-    " AND d.status = 'pending')"
+    f" AND d.status = '{BUSY_DELIVERY}')"
 )
 _PURGEABLE = f"SELECT id FROM tasks WHERE {_OLD} AND {_IDLE}"
 # a file stays in use through a stored copy whose task the purge keeps (or whose task is gone)
@@ -127,19 +129,6 @@ def _purge_batch(completed_before: float, batch: int) -> Callable[[sqlite3.Conne
     return op
 
 
-class BackupError(Exception):
-    """The database could not be copied, or the copy did not verify."""
-
-
-@dataclass(frozen=True, slots=True)
-class Backup:
-    """A verified copy of the database."""
-
-    path: Path
-    bytes: int
-    schema_version: int
-
-
 def _nap() -> None:
     time.sleep(STEP_PAUSE)
 
@@ -180,7 +169,7 @@ def backup_database(
     finally:
         for leftover in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
-    return Backup(final, final.stat().st_size, version)
+    return Backup(final, final.stat().st_size, version, str(src))
 
 
 def _copy(source: Path, target: Path, step_pages: int, pause: Callable[[], None]) -> None:
