@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service.upstream.httppool import PoolStats
-
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 QueueProbe = Callable[[float], Awaitable[dict[str, tuple[int, float]]]]
 StatusProbe = Callable[[], Awaitable[dict[str, int]]]
+
+
+class PoolStats(Protocol):
+    """What one outbound client's pool reports (`service.upstream.httppool.PoolStats`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def rebuilds(self) -> int: ...
+    @property
+    def saturated(self) -> int: ...
+    @property
+    def jammed(self) -> int: ...
+
+
 PoolProbe = Callable[[], Iterable[PoolStats]]
 
 

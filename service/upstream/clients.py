@@ -10,13 +10,34 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
-from service.settings import Settings
 from service.upstream.httppool import WatchedClient
 
 WaitObserver = Callable[[str], Callable[[float], None]]  # client name -> observe(seconds)
+
+
+class ClientLimits(Protocol):
+    """The limits and default timeouts of the three clients (`Settings` has them all)."""
+
+    @property
+    def upstream_max_connections(self) -> int: ...
+    @property
+    def upstream_timeout(self) -> float: ...
+    @property
+    def upstream_connect_timeout(self) -> float: ...
+    @property
+    def asset_max_connections(self) -> int: ...
+    @property
+    def asset_stall_timeout(self) -> float: ...
+    @property
+    def delivery_max_connections(self) -> int: ...
+    @property
+    def delivery_timeout(self) -> float: ...
+    @property
+    def http_pool_timeout(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +98,9 @@ def watched_client(
 
 
 def build_clients(
-    settings: Settings, transports: Transports | None = None, observe: WaitObserver | None = None
+    settings: ClientLimits,
+    transports: Transports | None = None,
+    observe: WaitObserver | None = None,
 ) -> HttpClients:
     """The three clients with their limits and default timeouts from settings."""
     given = transports or Transports()

@@ -58,17 +58,6 @@ SIMULATOR_MAY_USE = {"service.clock"}
 BACKENDS = "service.storage.sqlite"
 FRAMEWORKS = ("starlette", "uvicorn", "httpx")
 
-# Known arrows that run the wrong way, each removed by the change that fixes it. The test fails
-# when one is fixed but still listed, so this list only shrinks.
-KNOWN: set[tuple[str, str]] = {
-    ("service.metrics", "service.upstream.httppool"),  # PoolStats: only its shape is needed
-    ("service.upstream.clients", "service.settings"),  # the clients should take their limits
-}
-# The same, for the domain's third-party imports and the users of a concrete backend.
-KNOWN_OUTSIDE_STDLIB: set[tuple[str, str]] = set()
-KNOWN_BACKEND_USERS: set[tuple[str, bool]] = set()
-
-
 @dataclass(frozen=True, slots=True)
 class Import:
     """One import of a service module: who, what, and whether it runs at import time."""
@@ -153,13 +142,8 @@ def violations() -> set[tuple[str, str]]:
 
 
 def test_imports_run_down_the_layers() -> None:
-    """No module imports a layer above its own, beyond the known arrows still to be fixed."""
-    assert sorted(violations() - KNOWN) == []
-
-
-def test_known_wrong_arrows_are_still_wrong() -> None:
-    """An arrow that has been fixed leaves the list of known ones."""
-    assert sorted(KNOWN - violations()) == []
+    """No module imports a layer above its own (or one beside it that it may not use)."""
+    assert sorted(violations()) == []
 
 
 def test_domain_imports_only_the_standard_library() -> None:
@@ -171,7 +155,7 @@ def test_domain_imports_only_the_standard_library() -> None:
         for target, _ in _imports_of(module)
         if target.split(".")[0] not in {*sys.stdlib_module_names, "service"}
     }
-    assert sorted(outside ^ KNOWN_OUTSIDE_STDLIB) == []
+    assert sorted(outside) == []
 
 
 def test_only_the_storage_factory_imports_a_backend_lazily() -> None:
@@ -182,7 +166,7 @@ def test_only_the_storage_factory_imports_a_backend_lazily() -> None:
         if (imp.imported == BACKENDS or imp.imported.startswith(BACKENDS + "."))
         and not (imp.importer == BACKENDS or imp.importer.startswith(BACKENDS + "."))
     }
-    assert users == {("service.storage", True)} | KNOWN_BACKEND_USERS
+    assert users == {("service.storage", True)}
 
 
 def _loaded_after(modules: list[str]) -> set[str]:
