@@ -58,6 +58,7 @@ SIMULATOR_MAY_USE = {"service.clock"}
 BACKENDS = "service.storage.sqlite"
 FRAMEWORKS = ("starlette", "uvicorn", "httpx")
 
+
 @dataclass(frozen=True, slots=True)
 class Import:
     """One import of a service module: who, what, and whether it runs at import time."""
