@@ -15,7 +15,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from service.api.context import Services
+from service.api.context import Services, State
 from service.api.errors import exception_handlers
 from service.api.observability import RequestContext
 from service.api.routes import deliveries, docs, health, results, tasks, webhooks
@@ -34,7 +34,7 @@ from service.jobs.submission import Submitter
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage import Storage, open_storage
-from service.upstream.clients import Transports, build_clients
+from service.upstream.clients import HttpClients, Transports, build_clients
 from service.upstream.grsai import GrsaiClient
 from service.upstream.netguard import Resolver, UrlGuard, parse_networks, system_resolver
 
@@ -70,64 +70,37 @@ def poll_policy(settings: Settings) -> PollPolicy:
     )
 
 
-def build_services(
-    settings: Settings, seams: Seams | None = None, *, demo_mode: bool = False
-) -> Services:
-    """Wire every long-lived object from settings and the injected seams."""
-    if settings.grsai_api_key is None:
-        raise ValueError("GRSAI_API_KEY is not set (run `grsai-relay serve` for demo mode)")
-    seams = seams or Seams()
-    metrics = Metrics()
-    storage = seams.storage or open_storage(
-        settings.database_url, settings.storage_options(on_commit=metrics.time_commit)
-    )
-    clock = seams.clock or SystemClock()
-    rng = seams.rng or random.Random()
-    entropy = seams.entropy or SystemEntropy()
-    policy = poll_policy(settings)
-    metrics.watch(storage.queue_stats, storage.status_counts, clock.now)
-    clients = build_clients(
-        settings,
-        Transports(seams.upstream_transport, seams.download_transport, seams.delivery_transport),
-        metrics.pool_wait_observer,
-    )
-    metrics.watch_pools(lambda: [client.stats() for client in clients])
-    upstream = GrsaiClient(
-        clients.grsai,
-        settings.grsai_base_url,
-        settings.grsai_api_key,
-        connect_retries=settings.upstream_connect_retries,
-        retry_delay=settings.upstream_retry_delay,
-        rng=rng,
-        metrics=metrics,
-    )
+@dataclass(frozen=True, slots=True)
+class Lasting:
+    """What lives as long as the app itself (not one run of it): no resource to close."""
+
+    settings: Settings
+    seams: Seams
+    metrics: Metrics
+    clock: Clock
+    entropy: Entropy
+    rng: random.Random
+    demo_mode: bool
+
+
+def _outbox_workers(
+    app: Lasting, storage: Storage, clients: HttpClients
+) -> tuple[Copier, Deliverer, LocalAssetStore]:
+    """The copier (with the file store it fills) and the deliverer."""
+    settings, resolver = app.settings, app.seams.resolver or system_resolver
     assets = LocalAssetStore(settings.asset_dir)
-    resolver = seams.resolver or system_resolver
-    guard = UrlGuard(parse_networks(settings.fetch_allow_networks), resolver)
     downloader = Downloader(
         clients.downloads,
         assets,
-        guard,
+        UrlGuard(parse_networks(settings.fetch_allow_networks), resolver),
         max_bytes=settings.asset_max_bytes,
         timeout=settings.asset_timeout,
-    )
-    copier = Copier(
-        storage,
-        downloader,
-        clock,
-        concurrency=settings.asset_concurrency,
-        tick=settings.asset_tick,
-        retry_delays=settings.retry_delays(),
-        lease=settings.asset_timeout + settings.asset_stall_timeout + 60.0,
-        rng=rng,
-        on_settled=lambda: deliverer.kick(),
-        metrics=metrics,
     )
     deliverer = Deliverer(
         storage,
         clients.deliveries,
         UrlGuard(parse_networks(settings.delivery_allow_networks), resolver),
-        clock,
+        app.clock,
         DeliveryPolicy(
             schedule=tuple(parse_schedule(settings.delivery_schedule)),
             timeout=settings.delivery_timeout,
@@ -137,70 +110,132 @@ def build_services(
         ),
         base_url=settings.public_base_url or "",
         tick=settings.delivery_tick,
-        rng=rng,
-        metrics=metrics,
+        rng=app.rng,
+        metrics=app.metrics,
     )
-    copy = settings.mirror_results
-    limiter = SubmitLimiter(
-        clock,
-        settings.submit_rate_per_minute,
-        settings.submit_max_in_flight,
-        settings.submit_queue_wait,
+    copier = Copier(
+        storage,
+        downloader,
+        app.clock,
+        concurrency=settings.asset_concurrency,
+        tick=settings.asset_tick,
+        retry_delays=settings.retry_delays(),
+        lease=settings.asset_timeout + settings.asset_stall_timeout + 60.0,
+        rng=app.rng,
+        on_settled=deliverer.kick,
+        metrics=app.metrics,
     )
+    return copier, deliverer, assets
 
-    def finished() -> None:
-        copier.kick()
-        deliverer.kick()
 
-    return Services(
-        settings=settings,
-        storage=storage,
-        clients=clients,
-        upstream=upstream,
-        submitter=Submitter(
+@contextlib.asynccontextmanager
+async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Services]:
+    """One run of the app: build the HTTP clients, open the storage, start the workers; on the
+    way out stop the workers, close the clients, then the storage. Every run builds its own,
+    so the app can be started again after it stopped."""
+    settings, metrics = app.settings, app.metrics
+    storage = app.seams.storage or open_storage(
+        settings.database_url, settings.storage_options(on_commit=metrics.time_commit)
+    )
+    seams = app.seams
+    clients = build_clients(
+        settings,
+        Transports(seams.upstream_transport, seams.download_transport, seams.delivery_transport),
+        metrics.pool_wait_observer,
+    )
+    try:
+        await storage.open()
+    except BaseException:
+        await clients.aclose()
+        raise
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(storage.close)
+        stack.push_async_callback(clients.aclose)
+        metrics.watch(storage.queue_stats, storage.status_counts, app.clock.now)
+        metrics.watch_pools(lambda: [client.stats() for client in clients])
+        assert settings.grsai_api_key is not None  # create_app refuses to start without one
+        upstream = GrsaiClient(
+            clients.grsai,
+            settings.grsai_base_url,
+            settings.grsai_api_key,
+            connect_retries=settings.upstream_connect_retries,
+            retry_delay=settings.upstream_retry_delay,
+            rng=app.rng,
+            metrics=metrics,
+        )
+        copier, deliverer, assets = _outbox_workers(app, storage, clients)
+        policy = poll_policy(settings)
+
+        def finished() -> None:  # a task became final: its copies and callback are due
+            copier.kick()
+            deliverer.kick()
+
+        poller = Poller(
             storage,
             upstream,
-            settings.catalog(),
             policy,
-            clock,
-            entropy,
-            public_base_url=settings.public_base_url,
-            metadata_limit=settings.metadata_max_bytes,
-            callback_guard=deliverer.guard,
-            limiter=limiter,
-        ),
-        ingestor=CallbackIngestor(
-            storage,
-            upstream,
-            policy,
-            clock,
-            verify=settings.verify_callbacks,
-            verify_timeout=settings.upstream_verify_timeout,
-            copy_results=copy,
-            on_final=finished,
-        ),
-        poller=Poller(
-            storage,
-            upstream,
-            policy,
-            clock,
+            app.clock,
             tick=settings.poller_tick,
             batch=settings.poller_batch,
             concurrency=settings.poller_concurrency,
             lease=settings.poller_lease,
-            rng=rng,
-            copy_results=copy,
+            rng=app.rng,
+            copy_results=settings.mirror_results,
             on_final=finished,
-        ),
-        assets=assets,
-        copier=copier,
-        deliverer=deliverer,
-        metrics=metrics,
-        limiter=limiter,
-        clock=clock,
-        entropy=entropy,
-        demo_mode=demo_mode,
-    )
+        )
+        assets.clear_staging()
+        stop_grace = min(5.0, settings.shutdown_timeout)
+        for worker in (deliverer, copier, poller):  # the poller stops first
+            stack.push_async_callback(worker.stop, stop_grace)
+        if run_workers:
+            poller.start()
+            if settings.mirror_results:
+                copier.start()
+            deliverer.start()
+        limiter = SubmitLimiter(
+            app.clock,
+            settings.submit_rate_per_minute,
+            settings.submit_max_in_flight,
+            settings.submit_queue_wait,
+        )
+
+        yield Services(
+            settings=settings,
+            storage=storage,
+            clients=clients,
+            upstream=upstream,
+            submitter=Submitter(
+                storage,
+                upstream,
+                settings.catalog(),
+                policy,
+                app.clock,
+                app.entropy,
+                public_base_url=settings.public_base_url,
+                metadata_limit=settings.metadata_max_bytes,
+                callback_guard=deliverer.guard,
+                limiter=limiter,
+            ),
+            ingestor=CallbackIngestor(
+                storage,
+                upstream,
+                policy,
+                app.clock,
+                verify=settings.verify_callbacks,
+                verify_timeout=settings.upstream_verify_timeout,
+                copy_results=settings.mirror_results,
+                on_final=finished,
+            ),
+            poller=poller,
+            assets=assets,
+            copier=copier,
+            deliverer=deliverer,
+            metrics=metrics,
+            limiter=limiter,
+            clock=app.clock,
+            entropy=app.entropy,
+            demo_mode=app.demo_mode,
+        )
 
 
 def create_app(
@@ -212,30 +247,29 @@ def create_app(
 ) -> Starlette:
     """Build the grsai-relay ASGI app. Reads the environment only when `settings` is None.
 
+    Nothing is opened here: each run of the app's lifespan builds, opens and closes its own
+    clients, storage and workers, and yields them as the typed state routes read (`State`).
     `demo_mode` is set by `grsai-relay serve` when it runs against its own simulator: only
     then are keys made by demo mode accepted.
     """
     settings = settings or Settings()
-    svc = build_services(settings, seams, demo_mode=demo_mode)
+    if settings.grsai_api_key is None:
+        raise ValueError("GRSAI_API_KEY is not set (run `grsai-relay serve` for demo mode)")
+    seams = seams or Seams()
+    lasting = Lasting(
+        settings,
+        seams,
+        Metrics(),
+        seams.clock or SystemClock(),
+        seams.entropy or SystemEntropy(),
+        seams.rng or random.Random(),
+        demo_mode,
+    )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await svc.storage.open()
-        svc.assets.clear_staging()
-        try:
-            if run_workers:
-                svc.poller.start()
-                if settings.mirror_results:
-                    svc.copier.start()
-                svc.deliverer.start()
-            yield
-        finally:
-            grace = min(5.0, settings.shutdown_timeout)
-            await svc.poller.stop(grace=grace)
-            await svc.copier.stop(grace=grace)
-            await svc.deliverer.stop(grace=grace)
-            await svc.clients.aclose()
-            await svc.storage.close()
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        async with running(lasting, run_workers=run_workers) as services:
+            yield {"services": services}
 
     app = Starlette(
         routes=[  # matched in order: the busiest first
@@ -250,8 +284,8 @@ def create_app(
         middleware=[
             Middleware(
                 RequestContext,
-                metrics=svc.metrics,
-                id_prefix=hashlib.sha256(svc.entropy.token(16).encode()).hexdigest()[:16],
+                metrics=lasting.metrics,
+                id_prefix=hashlib.sha256(lasting.entropy.token(16).encode()).hexdigest()[:16],
             )
         ],
         lifespan=lifespan,
@@ -259,5 +293,4 @@ def create_app(
     )
     # A trailing-slash redirect would build its Location from the Host header: answer 404.
     app.router.redirect_slashes = False
-    app.state.services = svc
     return app

@@ -42,6 +42,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._database: _DatabaseCollector | None = None
+        self._pools: _PoolCollector | None = None
         self._callback_counts: dict[str, Any] = {}  # outcome -> its labelled child
         r = self.registry
         self.requests = Counter(
@@ -110,13 +111,20 @@ class Metrics:
         return self.pool_wait.labels(client).observe
 
     def watch_pools(self, pools: PoolProbe) -> None:
-        """Add the outbound clients' pool use and watchdog counts, read at scrape time."""
-        self.registry.register(_PoolCollector(pools))
+        """Read the outbound clients' pool use and watchdog counts from `pools` at scrape time
+        (each run of the app has its own clients: a later call replaces the probe)."""
+        if self._pools is None:
+            self._pools = _PoolCollector(pools)
+            self.registry.register(self._pools)
+        self._pools.probe = pools
 
     def watch(self, queues: QueueProbe, statuses: StatusProbe, now: Callable[[], float]) -> None:
-        """Add gauges read from the database at scrape time (queue depth and age, task counts)."""
-        self._database = _DatabaseCollector(queues, statuses, now)
-        self.registry.register(self._database)
+        """Read gauges from the database at scrape time (queue depth and age, task counts); a
+        later call (the app's next run, its own storage) replaces the probes."""
+        if self._database is None:
+            self._database = _DatabaseCollector(queues, statuses, now)
+            self.registry.register(self._database)
+        self._database.probes = (queues, statuses, now)
 
     async def refresh(self) -> None:
         """Run the scrape-time database queries (before rendering /metrics)."""
@@ -140,14 +148,13 @@ class _DatabaseCollector(Collector):
     """Gauges computed by queries when Prometheus scrapes (cached for the scrape only)."""
 
     def __init__(self, queues: QueueProbe, statuses: StatusProbe, now: Callable[[], float]) -> None:
-        self._queues = queues
-        self._statuses = statuses
-        self._now = now
+        self.probes = (queues, statuses, now)
         self.snapshot: tuple[dict[str, tuple[int, float]], dict[str, int]] = ({}, {})
 
     async def refresh(self) -> None:
         """Query the database (called by the /metrics route before rendering)."""
-        self.snapshot = (await self._queues(self._now()), await self._statuses())
+        queues, statuses, now = self.probes
+        self.snapshot = (await queues(now()), await statuses())
 
     def collect(self) -> Iterator[Any]:
         """Yield the gauges from the last refresh."""
@@ -171,7 +178,7 @@ class _PoolCollector(Collector):
     """Pool use (in flight, capacity) and watchdog counts of each outbound HTTP client."""
 
     def __init__(self, pools: PoolProbe) -> None:
-        self._pools = pools
+        self.probe = pools
 
     def collect(self) -> Iterator[Any]:
         """Yield one sample per client of each family."""
@@ -207,7 +214,7 @@ class _PoolCollector(Collector):
                 "Requests whose pool timed out although it had slots held by no request",
             ),
         )
-        stats = list(self._pools())
+        stats = list(self.probe())
         for field, kind, name, doc in families:
             family = kind(name, doc, labels=["client"])
             for pool in stats:

@@ -19,15 +19,20 @@ from typing import Any, cast
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
-from service.api.context import Services
+from service.api.context import Services, State
 from service.app import Seams, create_app
 from service.domain.credentials import hash_secret, new_api_key
 from service.domain.records import ApiKey, Task
+from service.files.store import LocalAssetStore
+from service.jobs.copier import Copier
+from service.jobs.ingest import CallbackIngestor
 from service.jobs.poller import Poller
 from service.settings import Settings
 from service.storage import Storage
-from tests.doubles import ManualClock
+from service.upstream.grsai import GrsaiClient
+from tests.doubles import ManualClock, serving
 
 JSON = dict[str, Any]
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
@@ -160,13 +165,19 @@ class Relay:
     client: httpx.AsyncClient
     clock: ManualClock
     grsai: FakeGrsai
+    state: State
     key: str = ""
     key_id: str = ""
 
     @property
+    def asgi(self) -> ASGIApp:
+        """The app as a server runs it, with its lifespan's state (for another client)."""
+        return serving(self.app, self.state)
+
+    @property
     def services(self) -> Services:
-        """The app's wired services."""
-        return cast(Services, self.app.state.services)
+        """The services of the app's running lifespan."""
+        return self.state["services"]
 
     @property
     def storage(self) -> Storage:
@@ -176,7 +187,27 @@ class Relay:
     @property
     def poller(self) -> Poller:
         """The app's poller (not started: tests call it directly)."""
-        return self.services.poller
+        return cast(Poller, self.services.poller)
+
+    @property
+    def copier(self) -> Copier:
+        """The app's copier."""
+        return cast(Copier, self.services.copier)
+
+    @property
+    def assets(self) -> LocalAssetStore:
+        """The app's file store."""
+        return cast(LocalAssetStore, self.services.assets)
+
+    @property
+    def upstream(self) -> GrsaiClient:
+        """The app's GrsAI client."""
+        return cast(GrsaiClient, self.services.upstream)
+
+    @property
+    def ingestor(self) -> CallbackIngestor:
+        """The app's callback ingestor."""
+        return cast(CallbackIngestor, self.services.ingestor)
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         """The Authorization header for `key` (default: this relay's caller)."""
@@ -229,6 +260,27 @@ class Relay:
 
 
 MakeRelay = Callable[..., Awaitable[Relay]]
+
+
+def lifespan(app: Starlette) -> contextlib.AbstractAsyncContextManager[State]:
+    """The app's lifespan, typed as what it is: it yields the `State` the routes read."""
+    return cast(contextlib.AbstractAsyncContextManager[State], app.router.lifespan_context(app))
+
+
+async def started(
+    stack: contextlib.AsyncExitStack, app: Starlette, clock: ManualClock, grsai: FakeGrsai
+) -> Relay:
+    """Run `app`'s lifespan (until `stack` closes) and a client to it, with a caller's key."""
+    state = await stack.enter_async_context(lifespan(app))
+    transport = httpx.ASGITransport(app=serving(app, state))
+    client = await stack.enter_async_context(
+        httpx.AsyncClient(transport=transport, base_url=RELAY_URL)
+    )
+    relay = Relay(app, client, clock, grsai, state)
+    relay.key, relay.key_id = await relay.new_key()
+    return relay
+
+
 PUBLIC_IP = "93.184.216.34"  # what every test hostname resolves to: public, so URLs pass vetting
 
 
@@ -268,13 +320,7 @@ async def _make_relay(
                 resolver=public_resolver,
             )
             app = create_app(settings, seams=seams, run_workers=run_poller, demo_mode=demo_mode)
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=RELAY_URL)
-            )
-            relay = Relay(app, client, clock, grsai)
-            relay.key, relay.key_id = await relay.new_key()
-            return relay
+            return await started(stack, app, clock, grsai)
 
         yield make
 

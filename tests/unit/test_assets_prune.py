@@ -74,7 +74,7 @@ async def _tasks(relay: Relay, files: FileHost) -> Tasks:
 
 def file_of(relay: Relay, data: bytes) -> Path:
     """Where the store keeps `data`."""
-    return relay.services.assets.path(sha(data))
+    return relay.assets.path(sha(data))
 
 
 def age_files(relay: Relay) -> None:

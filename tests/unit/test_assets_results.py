@@ -19,7 +19,15 @@ import pytest
 from service.app import Seams, create_app
 from service.clock import rfc3339
 from tests.doubles import ManualClock
-from tests.unit.conftest import GRSAI_URL, RELAY_URL, FakeEntropy, FakeGrsai, Relay, relay_settings
+from tests.unit.conftest import (
+    GRSAI_URL,
+    RELAY_URL,
+    FakeEntropy,
+    FakeGrsai,
+    Relay,
+    relay_settings,
+    started,
+)
 from tests.unit.test_assets_copier import drain, succeeded
 from tests.unit.test_assets_download import FILES, URL, FileHost, public_dns
 from tests.unit.test_assets_sniff import png
@@ -53,19 +61,13 @@ async def open_relay(
         resolver=public_dns(),
     )
     app = create_app(relay_settings(tmp_path, **changes), seams=seams, run_workers=False)
-    await stack.enter_async_context(app.router.lifespan_context(app))
-    client = await stack.enter_async_context(
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=RELAY_URL)
-    )
-    relay = Relay(app, client, clock, grsai)
-    relay.key, relay.key_id = await relay.new_key()
-    return relay
+    return await started(stack, app, clock, grsai)
 
 
 async def copy_all(relay: Relay) -> None:
     """Run the app's copier once and wait for the copies it started."""
-    await relay.services.copier.run_once()
-    await drain(relay.services.copier)
+    await relay.copier.run_once()
+    await drain(relay.copier)
 
 
 @pytest.fixture(name="files")
@@ -273,7 +275,7 @@ async def test_failed_copy_is_404_asset_failed_with_reason(relay: Relay, files: 
 
 async def test_missing_file_is_404_asset_missing(relay: Relay, task_id: str) -> None:
     """A stored record whose file vanished from disk is reported, not a 500."""
-    relay.services.assets.path(SHA).unlink()
+    relay.assets.path(SHA).unlink()
     response = await get(relay, task_id)
     assert (response.status_code, error_code(response)) == (404, "asset_missing")
 

@@ -296,7 +296,7 @@ async def test_body_over_api_limit_is_413(make_relay: MakeRelay) -> None:
 
 def lenient_client(relay: Relay) -> httpx.AsyncClient:
     """A client that turns unhandled app exceptions into the 500 a real server would send."""
-    transport = httpx.ASGITransport(app=relay.app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=relay.asgi, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://relay.test")
 
 

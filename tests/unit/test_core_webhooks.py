@@ -447,7 +447,7 @@ async def test_concurrent_terminal_callbacks_share_one_poll(relay: Relay) -> Non
     assert [r.status_code for r in responses] == [200, 200]
     assert relay.grsai.poll_ids == [upstream_id]
     assert sorted(str(o) for o in await outcomes(relay, task_id)) == ["applied", "duplicate"]
-    assert relay.services.ingestor._verifying == {}  # no lock left behind for a finished task
+    assert relay.ingestor._verifying == {}  # no lock left behind for a finished task
 
 
 async def test_callbacks_need_no_api_key(relay: Relay) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -27,6 +27,8 @@ from service.app import Seams, create_app
 from service.domain.credentials import SystemEntropy, hash_secret, new_api_key
 from service.domain.records import ApiKey, Task
 from service.settings import Settings
+from tests.doubles import serving
+from tests.unit.conftest import lifespan
 
 JSON = dict[str, Any]
 RELAY_URL = "http://relay.test"
@@ -241,12 +243,12 @@ async def _lab(tmp_path: Path) -> AsyncIterator[Lab]:
     grsai = FakeGrsai()
     seams = Seams(upstream_transport=httpx.MockTransport(grsai.handle))
     app = create_app(config, seams=seams, run_workers=False)
-    async with app.router.lifespan_context(app):
-        services = cast(Services, app.state.services)
+    async with lifespan(app) as state:
+        services = state["services"]
         made = new_api_key(SystemEntropy())
         key = ApiKey(made.id, "hostile", made.prefix, time.time())
         await services.storage.create_api_key(key, hash_secret(made.secret))
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        transport = httpx.ASGITransport(app=serving(app, state), raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=RELAY_URL) as client:
             yield Lab(client, services, grsai, made.secret)
 

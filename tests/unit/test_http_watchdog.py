@@ -252,7 +252,7 @@ async def test_readyz_names_the_client_whose_pool_is_jammed(make_relay: MakeRela
 
     relay.grsai.on_poll = no_connection
     with pytest.raises(UpstreamUnavailable):
-        await relay.services.upstream.poll("16-lost")
+        await relay.upstream.poll("16-lost")
     response = await relay.client.get("/readyz")
     assert response.status_code == 503
     check = response.json()["checks"]["http_grsai"]
@@ -274,7 +274,7 @@ async def test_metrics_show_pool_use_wait_and_rebuilds(make_relay: MakeRelay) ->
         return httpx.Response(200, json={"code": -22, "msg": "not found", "data": None})
 
     relay.grsai.on_poll = jammed_once
-    assert await relay.services.upstream.poll("16-gone") is None
+    assert await relay.upstream.poll("16-gone") is None
     text = (await relay.client.get("/metrics")).text
     for line in (
         'grsai_relay_http_pool_capacity{client="grsai"} 64.0',

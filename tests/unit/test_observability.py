@@ -38,7 +38,7 @@ async def test_metrics_are_served_to_loopback(relay: Relay) -> None:
 
 async def test_metrics_refuse_other_hosts_without_a_token(relay: Relay) -> None:
     """From a non-loopback address, /metrics is 403 unless METRICS_TOKEN is set."""
-    transport = httpx.ASGITransport(app=relay.app, client=("203.0.113.9", 4000))
+    transport = httpx.ASGITransport(app=relay.asgi, client=("203.0.113.9", 4000))
     async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as remote:
         response = await remote.get("/metrics")
     assert response.status_code == 403
