@@ -15,28 +15,28 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from service.assets.copier import Copier
-from service.assets.download import Downloader
-from service.assets.store import LocalAssetStore
-from service.clients import Transports, build_clients
+from service.api.context import Services
+from service.api.errors import exception_handlers
+from service.api.observability import RequestContext
+from service.api.routes import deliveries, docs, health, results, tasks, webhooks
+from service.api.routes import metrics as metrics_routes
 from service.clock import Clock, SystemClock
-from service.context import Services
-from service.credentials import Entropy, SystemEntropy
-from service.delivery import Deliverer, DeliveryPolicy, parse_schedule
-from service.errors import exception_handlers
-from service.ingest import CallbackIngestor
+from service.domain.credentials import Entropy, SystemEntropy
+from service.domain.schedule import PollPolicy
+from service.files.download import Downloader
+from service.files.store import LocalAssetStore
+from service.jobs.copier import Copier
+from service.jobs.delivery import Deliverer, DeliveryPolicy, parse_schedule
+from service.jobs.ingest import CallbackIngestor
+from service.jobs.poller import Poller
+from service.jobs.ratelimit import SubmitLimiter
+from service.jobs.submission import Submitter
 from service.metrics import Metrics
-from service.netguard import Resolver, UrlGuard, parse_networks, system_resolver
-from service.observability import RequestContext
-from service.poller import Poller
-from service.ratelimit import SubmitLimiter
-from service.routes import deliveries, docs, health, results, tasks, webhooks
-from service.routes import metrics as metrics_routes
-from service.schedule import PollPolicy
 from service.settings import Settings
 from service.storage import Storage, open_storage
-from service.submission import Submitter
-from service.upstream import GrsaiClient
+from service.upstream.clients import Transports, build_clients
+from service.upstream.grsai import GrsaiClient
+from service.upstream.netguard import Resolver, UrlGuard, parse_networks, system_resolver
 
 
 @dataclass(frozen=True, slots=True)

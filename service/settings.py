@@ -7,8 +7,8 @@ import json
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.catalog import Catalog
-from service.netguard import parse_networks
+from service.domain.catalog import Catalog
+from service.upstream.netguard import parse_networks
 
 _CATALOG_EXAMPLE = '{"my-model": "/v1/draw/nano-banana"}'
 _CHOICES = {

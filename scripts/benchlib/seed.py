@@ -1,6 +1,6 @@
 """Seeding databases with many running tasks, fast, straight into the SQLite file.
 
-Rows follow the schema of `service/storage/migrations.py` (the file is migrated by
+Rows follow the schema of `service/storage/sqlite/migrations.py` (the file is migrated by
 `grsai-relay db migrate` first). Every task's id, callback token and GrsAI id derive from its
 index, so a load generator can address any task without reading the database back, and the
 GrsAI id carries the index, so the simulator can answer for any seeded task (see

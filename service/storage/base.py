@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from service.records import ApiKey, Asset, Attempt, Delivery, EventOutcome, Task, TaskRef
-from service.transitions import Decision
+from service.domain.records import ApiKey, Asset, Attempt, Delivery, EventOutcome, Task, TaskRef
+from service.domain.transitions import Decision
 
 EventSource = Literal["callback", "poll", "submit", "local"]
 

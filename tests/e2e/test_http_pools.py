@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from service.assets.download import Downloader, FetchFailed
-from service.assets.store import LocalAssetStore
-from service.clients import HttpClients, build_clients
-from service.errors import UpstreamError
-from service.httppool import Timeout, WatchedClient
-from service.netguard import UrlGuard, parse_networks
-from service.upstream import GrsaiClient
+from service.domain.errors import UpstreamError
+from service.files.download import Downloader, FetchFailed
+from service.files.store import LocalAssetStore
+from service.upstream.clients import HttpClients, build_clients
+from service.upstream.grsai import GrsaiClient
+from service.upstream.httppool import Timeout, WatchedClient
+from service.upstream.netguard import UrlGuard, parse_networks
 from tests.e2e.faulty_upstream import FaultyUpstream
 from tests.unit.conftest import relay_settings
 

@@ -20,12 +20,12 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from service.api.context import Services
 from service.app import Seams, create_app
 from service.clock import ManualClock
-from service.context import Services
-from service.credentials import hash_secret, new_api_key
-from service.poller import Poller
-from service.records import ApiKey, Task
+from service.domain.credentials import hash_secret, new_api_key
+from service.domain.records import ApiKey, Task
+from service.jobs.poller import Poller
 from service.settings import Settings
 from service.storage import Storage
 

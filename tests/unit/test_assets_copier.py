@@ -18,15 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-from service.assets.copier import Copier
-from service.assets.download import Downloader
-from service.assets.entries import result_path, updated_entry
-from service.assets.store import LocalAssetStore
 from service.clock import rfc3339
-from service.netguard import UrlGuard
-from service.observation import Observation, ResultFile
-from service.records import Asset, Task
-from service.transitions import decide, result_entries
+from service.domain.observation import Observation, ResultFile
+from service.domain.records import Asset, Task
+from service.domain.results import result_path, updated_entry
+from service.domain.transitions import decide, result_entries
+from service.files.download import Downloader
+from service.files.store import LocalAssetStore
+from service.jobs.copier import Copier
+from service.upstream.netguard import UrlGuard
 from tests.unit.conftest import RELAY_URL, Relay
 from tests.unit.test_assets_download import (
     FILES,

@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.assets.download import Downloader, FetchFailed
-from service.assets.sniff import Kind
-from service.assets.store import LocalAssetStore
-from service.clients import watched_client
-from service.httppool import WatchedClient
-from service.netguard import UrlGuard
+from service.files.download import Downloader, FetchFailed
+from service.files.sniff import Kind
+from service.files.store import LocalAssetStore
+from service.upstream.clients import watched_client
+from service.upstream.httppool import WatchedClient
+from service.upstream.netguard import UrlGuard
 from tests.unit.test_assets_netguard import PUBLIC_V4, FakeDns
 from tests.unit.test_assets_sniff import gif, jpeg, mp4, png, webp_vp8x
 

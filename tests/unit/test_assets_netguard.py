@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from service.netguard import Target, UrlGuard, UrlRefused, embedded_ipv4, parse_networks
+from service.upstream.netguard import Target, UrlGuard, UrlRefused, embedded_ipv4, parse_networks
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:4700:4700::1111"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service import cli, cli_ops
+from service.cli import main as cli
+from service.cli import ops as cli_ops
 from service.clock import ManualClock
 from service.settings import Settings
 from tests.unit.conftest import FakeGrsai, Relay

@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from service.assets.sniff import Kind, integrity_problem, sniff, video_size
+from service.files.sniff import Kind, integrity_problem, sniff, video_size
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

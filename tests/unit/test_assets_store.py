@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.assets import store as store_module
-from service.assets.store import LocalAssetStore
+from service.files import store as store_module
+from service.files.store import LocalAssetStore
 
 DATA = bytes(range(256)) * 4  # 1024 bytes, every byte value, so any misplaced range shows
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.catalog import Allowed, Catalog
+from service.domain.catalog import Allowed, Catalog
 from tests.unit.conftest import MakeRelay, Relay
 from tests.unit.test_core_api import error_of
 

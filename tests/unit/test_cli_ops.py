@@ -25,16 +25,17 @@ from typing import Any
 import pytest
 
 import service.storage.sqlite as sqlite_module
-from service import cli, cli_ops
-from service.assets.store import LocalAssetStore
-from service.credentials import hash_secret
-from service.records import ApiKey, Asset, Attempt, Task
-from service.routes.deliveries import delivery_json
+from service.api.routes.deliveries import delivery_json
+from service.cli import main as cli
+from service.cli import ops as cli_ops
+from service.domain.credentials import hash_secret
+from service.domain.records import ApiKey, Asset, Attempt, Task
+from service.domain.transitions import Decision
+from service.files.store import LocalAssetStore
 from service.storage import Event
-from service.storage.migrations import LATEST
 from service.storage.sqlite import SQLiteStorage
-from service.storage.sqlite_ops import BackupError, SQLiteOps, backup_database
-from service.transitions import Decision
+from service.storage.sqlite.migrations import LATEST
+from service.storage.sqlite.ops import BackupError, SQLiteOps, backup_database
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_AGO = 1_000_000_000.0  # 2001: before any cutoff these tests use; also an "old" file mtime
@@ -667,7 +668,7 @@ def test_backup_command_while_the_relay_writes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`db backup PATH` prints the copy's size and schema version; the copy is private."""
-    monkeypatch.setattr("service.storage.sqlite_ops.STEP_PAGES", 16)
+    monkeypatch.setattr("service.storage.sqlite.ops.STEP_PAGES", 16)
     target = tmp_path / "backups" / "relay.db"
     target.parent.mkdir()
     assert cli.main(["db", "backup", str(target)]) == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from service.preflight import loopback_fetch_warning
+from service.cli.preflight import loopback_fetch_warning
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.catalog import DEFAULT_MODELS
 from service.clock import rfc3339
+from service.domain.catalog import DEFAULT_MODELS
 from tests.unit.conftest import RELAY_URL, FakeGrsai, MakeRelay, Relay, wrapped
 
 JSON = dict[str, Any]

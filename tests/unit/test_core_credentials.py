@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.credentials import (
+from service.domain.credentials import (
     API_KEY_PREFIX,
     SystemEntropy,
     api_key_well_formed,
@@ -22,7 +22,7 @@ from service.credentials import (
     new_task_id,
     token_well_formed,
 )
-from service.records import ApiKey
+from service.domain.records import ApiKey
 from service.storage.sqlite import SQLiteStorage
 from tests.unit.conftest import FakeEntropy
 

@@ -10,13 +10,14 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from service.errors import BadRequest, PayloadTooLarge, RequestTimeout
-from service.jsonbody import loads_object, loads_strict, read_body, receive_body
+from service.api.jsonbody import read_body, receive_body
+from service.domain.errors import BadRequest, InvalidJson, PayloadTooLarge, RequestTimeout
+from service.domain.strict_json import loads_object, loads_strict
 
 
-def refused(raw: bytes) -> BadRequest:
+def refused(raw: bytes) -> InvalidJson:
     """Decode `raw`, which must be refused as invalid JSON; return the error."""
-    with pytest.raises(BadRequest) as caught:
+    with pytest.raises(InvalidJson) as caught:
         loads_strict(raw)
     assert caught.value.code == "invalid_json"
     assert caught.value.status == 400
@@ -94,7 +95,7 @@ def test_malformed_json_refused(raw: bytes) -> None:
 )
 def test_loads_object_refuses_non_objects(raw: bytes, kind: str) -> None:
     """`loads_object` refuses arrays and scalars, naming what it got."""
-    with pytest.raises(BadRequest) as caught:
+    with pytest.raises(InvalidJson) as caught:
         loads_object(raw)
     assert caught.value.code == "invalid_json"
     assert kind in caught.value.message

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from service.errors import BadRequest
-from service.observation import (
+from service.domain.errors import InvalidTaskObject
+from service.domain.observation import (
     MAX_UPSTREAM_ID,
     Observation,
     ResultFile,
@@ -27,7 +27,7 @@ def obj(**fields: Any) -> JSON:
 
 def refused_field(body: Any) -> str:
     """Parse `body`, which must be refused; return the field the refusal names."""
-    with pytest.raises(BadRequest) as caught:
+    with pytest.raises(InvalidTaskObject) as caught:
         parse_task_object(body)
     assert caught.value.code == "invalid_payload"
     fields = caught.value.details["fields"]
@@ -211,7 +211,7 @@ def test_observation_is_what_the_parser_returns() -> None:
 @pytest.mark.parametrize("body", [None, [], "task", 5, [obj()]])
 def test_non_object_refused(body: Any) -> None:
     """A task object that is not a JSON object is refused."""
-    with pytest.raises(BadRequest) as caught:
+    with pytest.raises(InvalidTaskObject) as caught:
         parse_task_object(body)
     assert caught.value.code == "invalid_payload"
 
@@ -355,5 +355,5 @@ def test_unwrap_missing_msg() -> None:
 )
 def test_unwrap_refuses_unreadable_answers(answer: Any) -> None:
     """A non-object answer or a non-integer code is refused."""
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidTaskObject):
         unwrap_poll_answer(answer)

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from service.records import Task
+from service.domain.records import Task
 from tests.unit.conftest import MakeRelay, Relay, task_object, wrapped
 
 URL = "https://file.grsai.test/out.png"

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from service.errors import StorageUnavailable
-from service.records import ApiKey, Task
+from service.domain.errors import StorageUnavailable
+from service.domain.records import ApiKey, Task
+from service.domain.transitions import Decision
 from service.storage import DuplicateIdempotencyKey, Event, open_storage, sqlite_path
-from service.storage.migrations import LATEST
-from service.storage.sqlite import FAST_READ_CACHE_KIB, SQLiteStorage
-from service.transitions import Decision
+from service.storage.sqlite import SQLiteStorage
+from service.storage.sqlite.backend import FAST_READ_CACHE_KIB
+from service.storage.sqlite.migrations import LATEST
 from tests.unit.conftest import relay_settings
 
 NOW = 1_700_000_000.0

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.observation import Observation, ResultFile
-from service.records import TERMINAL, Task
-from service.transitions import Decision, apply, decide, fail_locally
+from service.domain.observation import Observation, ResultFile
+from service.domain.records import TERMINAL, Task
+from service.domain.transitions import Decision, apply, decide, fail_locally
 
 NOW = 1_700_000_100.0
 UID = "16-aaaa"

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.credentials import hash_secret
+from service.domain.credentials import hash_secret
 from tests.unit.conftest import MakeRelay, Relay, task_object, wrapped
 
 JSON = dict[str, Any]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from service.credentials import hash_secret, new_api_key
-from service.demo import demo_key, demo_key_file
-from service.records import ApiKey
+from service.cli.demo import demo_key, demo_key_file
+from service.domain.credentials import hash_secret, new_api_key
+from service.domain.records import ApiKey
 from service.settings import Settings
-from service.storage.migrations import MIGRATIONS
 from service.storage.sqlite import SQLiteStorage
+from service.storage.sqlite.migrations import MIGRATIONS
 from tests.unit.conftest import FakeEntropy, MakeRelay, Relay
 
 

@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 
 import service
-from service import errors
-from service.errors import RelayError
+from service.api import errors
+from service.domain import errors as domain_errors
+from service.domain.errors import RelayError
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "service"
@@ -100,6 +101,15 @@ def test_collector_sees_codes_from_every_source() -> None:
     emitted = emitted_codes()
     assert emitted["unauthorized"] == {401}  # a class's own code
     assert emitted["invalid_cursor"] == {400}  # a code= argument
-    assert emitted["range_not_satisfiable"] == {416}  # a class outside errors.py
+    assert emitted["range_not_satisfiable"] == {416}  # a class's code, raised without code=
     assert emitted["method_not_allowed"] == {405}  # the framework's refusal
     assert emitted["internal_error"] == {500}  # error_body's literal
+
+
+def test_the_error_tree_is_one_module_and_its_drawing_is_complete() -> None:
+    """Every error class lives in `service.domain.errors` and is drawn in its docstring."""
+    classes = _error_classes()
+    assert {c.__module__ for c in classes.values()} == {"service.domain.errors"}
+    drawing = domain_errors.__doc__ or ""
+    drawn = set(re.findall(r"^[│├└─ ]*(\w+) +->", drawing, re.MULTILINE))
+    assert drawn == set(classes)

@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from service.api.context import Services
 from service.app import Seams, create_app
-from service.context import Services
-from service.credentials import SystemEntropy, hash_secret, new_api_key
-from service.records import ApiKey, Task
+from service.domain.credentials import SystemEntropy, hash_secret, new_api_key
+from service.domain.records import ApiKey, Task
 from service.settings import Settings
 
 JSON = dict[str, Any]

@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.assets.download import Downloader, FetchFailed
-from service.assets.store import LocalAssetStore
-from service.clients import Transports, build_clients
-from service.errors import UpstreamUnavailable
-from service.httppool import WatchedClient
-from service.netguard import UrlGuard
+from service.domain.errors import UpstreamUnavailable
+from service.files.download import Downloader, FetchFailed
+from service.files.store import LocalAssetStore
+from service.upstream.clients import Transports, build_clients
+from service.upstream.httppool import WatchedClient
+from service.upstream.netguard import UrlGuard
 from tests.unit.conftest import MakeRelay, relay_settings
 from tests.unit.test_assets_netguard import FakeDns
 from tests.unit.test_assets_sniff import png

@@ -13,12 +13,12 @@ import schemathesis
 from schemathesis.core.result import Err
 from starlette.routing import Route
 
-from service.errors import error_body
-from service.openapi import REF_TEMPLATE, document_for, openapi_document
-from service.records import Asset, Attempt, Delivery
-from service.routes import docs
-from service.routes.deliveries import delivery_json
-from service.schemas import TaskCreate
+from service.api.errors import error_body
+from service.api.openapi import REF_TEMPLATE, document_for, openapi_document
+from service.api.routes import docs
+from service.api.routes.deliveries import delivery_json
+from service.domain.records import Asset, Attempt, Delivery
+from service.jobs.schemas import TaskCreate
 from tests.unit.conftest import RELAY_URL, MakeRelay, Relay
 
 JSON = dict[str, Any]

@@ -7,8 +7,8 @@ import time
 import pytest
 from standardwebhooks import Webhook
 
-from service.delivery import retry_after_seconds
-from service.signing import new_secret, secret_key, signature, signed_headers
+from service.jobs.delivery import retry_after_seconds
+from service.upstream.signing import new_secret, secret_key, signature, signed_headers
 
 KNOWN_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 KNOWN_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from service.assets.sniff import integrity_problem, sniff, video_size
+from service.files.sniff import integrity_problem, sniff, video_size
 from service.simulator.errors import BadRequest
 from service.simulator.faults import parse_directives
 from service.simulator.media import big_mp4, corrupted, png_bytes

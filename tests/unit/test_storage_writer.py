@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import StorageUnavailable
-from service.storage.sqlite import connect
-from service.storage.sqlite_writer import GroupCommitWriter
+from service.domain.errors import StorageUnavailable
+from service.storage.sqlite.backend import connect
+from service.storage.sqlite.writer import GroupCommitWriter
 
 LOOP_THREAD = threading.get_ident()
 

@@ -8,8 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from service.clients import watched_client
-from service.errors import (
+from service.domain.errors import (
     UpstreamError,
     UpstreamOutcomeUnknown,
     UpstreamProtocolError,
@@ -17,7 +16,8 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.upstream import GrsaiClient
+from service.upstream.clients import watched_client
+from service.upstream.grsai import GrsaiClient
 
 Handler = Callable[[httpx.Request], httpx.Response]
 TASK = {"id": "7-abc", "status": "running", "progress": 40, "results": None}

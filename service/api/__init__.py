@@ -1,0 +1,1 @@
+"""The HTTP face: routes, ASGI helpers, authentication, body reading, OpenAPI, request context."""

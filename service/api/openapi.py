@@ -1,0 +1,406 @@
+"""The OpenAPI 3.1 document of grsai-relay, built from the models that validate and answer.
+
+The request body of `POST /v1/tasks` is `TaskCreate`, the very model that validates it; every
+answer has a pydantic model here mirroring what the route returns (`Task.to_json`, the result
+entries, `delivery_json`, the health checks, the webhook ACK and the one error shape), so a route
+that drifts from its model fails the contract tests (tests/unit/test_openapi.py,
+tests/e2e/test_contract.py) instead of surprising a client.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import metadata
+from typing import Any
+
+from service.api.openapi_models import MODELS, RESULT_TYPES
+from service.domain.records import TASK_STATUSES
+from service.jobs.schemas import TaskCreate
+from service.settings import Settings
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+JSON = "application/json"
+
+Json = dict[str, Any]
+
+
+def component_schemas() -> dict[str, Json]:
+    """`components.schemas`: each model's JSON Schema with its `$defs` hoisted beside it."""
+    found: dict[str, Json] = {}
+
+    def add(name: str, schema: Json) -> None:
+        if found.setdefault(name, schema) != schema:
+            raise ValueError(f"two different schemas are named {name}")
+
+    request = TaskCreate.model_json_schema(ref_template=REF_TEMPLATE)
+    for name, schema in request.pop("$defs", {}).items():
+        add(name, schema)
+    add("TaskCreate", request)
+    for model in MODELS:
+        schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+        for name, nested in schema.pop("$defs", {}).items():
+            add(name, nested)
+        add(model.__name__, schema)
+    return found
+
+
+def ref(name: str) -> Json:
+    """A reference to a component schema."""
+    return {"$ref": REF_TEMPLATE.format(model=name)}
+
+
+_ERROR = {JSON: {"schema": ref("ErrorBody")}}
+_REQUEST_ID = {"$ref": "#/components/headers/X-Request-ID"}
+_RETRY_AFTER = {"description": "Seconds to wait.", "schema": {"type": "integer", "minimum": 0}}
+
+
+def error(description: str, **headers: Json) -> Json:
+    """An error answer (the one JSON error shape), `description` listing its codes."""
+    return {
+        "description": description,
+        "headers": {"X-Request-ID": _REQUEST_ID, **headers},
+        "content": _ERROR,
+    }
+
+
+def answer(description: str, schema: Json | None = None, **headers: Json) -> Json:
+    """A JSON answer with `schema` (a bodiless one without)."""
+    out: Json = {"description": description, "headers": {"X-Request-ID": _REQUEST_ID, **headers}}
+    if schema is not None:
+        out["content"] = {JSON: {"schema": schema}}
+    return out
+
+
+SHARED = {
+    "Unauthorized": error("`unauthorized`: no, unknown or revoked API key."),
+    "NotFound": error("`not_found`: no such resource for this API key."),
+    "StorageUnavailable": error(
+        "`storage_unavailable`: the database is busy, locked or full; try again.",
+        **{"Retry-After": _RETRY_AFTER},
+    ),
+    "RequestTimeout": error("`request_timeout`: the body did not arrive in time."),
+    "PayloadTooLarge": error("`payload_too_large`: the body is over the limit (`error.limit`)."),
+}
+UNAUTHORIZED, NOT_FOUND, STORAGE, TIMEOUT, TOO_LARGE = (
+    {"$ref": f"#/components/responses/{name}"} for name in SHARED
+)
+BAD_BODY = "`invalid_json` (not a UTF-8 JSON object), `bad_request` (bad Content-Length)"
+
+
+def _header(name: str, description: str, schema: Json) -> Json:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": schema}  # fmt: skip
+
+
+def _path(name: str, description: str, schema: Json) -> Json:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema}  # fmt: skip
+
+
+def _query(name: str, description: str, schema: Json, *, required: bool = False) -> Json:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema}  # fmt: skip
+
+
+TASK_ID = _path("task_id", "The task's id.", {"type": "string", "minLength": 1})
+
+
+def _op(
+    tag: str,
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Json],
+    *,
+    secured: bool = True,
+    parameters: tuple[Json, ...] = (),
+    body: Json | None = None,
+    description: str = "",
+) -> Json:
+    op: Json = {
+        "tags": [tag],
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": [*parameters, {"$ref": "#/components/parameters/X-Request-ID"}],
+        "responses": {"401": UNAUTHORIZED, **responses} if secured else responses,
+        "security": [{"bearer": []}] if secured else [],
+    }
+    if description:
+        op["description"] = description
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+_REPLAYED = {
+    "description": "`true` when this answer replays the one an earlier request with the same "
+    "Idempotency-Key got (nothing was sent to GrsAI again); absent otherwise.",
+    "schema": {"const": "true"},
+}
+
+
+def _tasks() -> Json:
+    location = {
+        "description": "The task's URL (absolute under PUBLIC_BASE_URL, else its path).",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    }
+    submit = _op(
+        "tasks", "createTask", "Submit a task to GrsAI",
+        {
+            "202": answer("Accepted by GrsAI (or the task this Idempotency-Key made).",
+                          ref("Task"), Location=location,
+                          **{"Idempotent-Replayed": _REPLAYED}),
+            "400": error(f"{BAD_BODY}, `invalid_idempotency_key`."),
+            "408": TIMEOUT,
+            "409": error("`idempotency_in_flight`: the first request with this Idempotency-Key "
+                         "is still being submitted (`error.task_id`)."),
+            "413": TOO_LARGE,
+            "415": error("`unsupported_media_type`: send application/json."),
+            "422": error("`validation_failed` (`error.fields`; unknown model: "
+                         "`error.known_models`), `idempotency_key_reused`."),
+            "429": error("`rate_limited`: too many submissions; retry after `Retry-After`.",
+                         **{"Retry-After": {**_RETRY_AFTER, "required": True}}),
+            "502": error("`upstream_rejected` (stored as failed, `error.task_id`; a retry with "
+                         "the same Idempotency-Key replays it), `upstream_protocol_error`.",
+                         **{"Idempotent-Replayed": _REPLAYED}),
+            "503": error("`upstream_unavailable` (nothing submitted), `upstream_timeout`, "
+                         "`upstream_outcome_unknown`, `storage_unavailable`.",
+                         **{"Retry-After": _RETRY_AFTER}),
+        },
+        parameters=(_header(
+            "Idempotency-Key",
+            "Retries with the same key and body return the same task and send nothing again.",
+            {"type": "string", "pattern": "^[!-~]{1,255}$"},
+        ),),
+        body={
+            "required": True,
+            "content": {JSON: {
+                "schema": ref("TaskCreate"),
+                "example": {"model": "nano-banana", "prompt": "a lighthouse at dusk",
+                            "metadata": {"order": 1234}},
+            }},
+        },
+        description="A parameter the model's GrsAI endpoint does not take is a 422; types are "
+        "strict (`\"2\"` is not a number); values are checked against the model's allowed ones "
+        "(the catalog, extensible with MODEL_CATALOG), and a value outside them is a 422 whose "
+        "`fields` entry lists `allowed`.",
+    )  # fmt: skip
+    listing = _op(
+        "tasks", "listTasks", "List tasks, newest first",
+        {
+            "200": answer("One page.", ref("TaskPage")),
+            "400": error("`invalid_cursor`: a cursor this API did not issue, or one sent with "
+                         "filters other than those of the list it continues."),
+            "422": error("`validation_failed`: bad `status`, `model` or `limit`."),
+            "503": STORAGE,
+        },
+        parameters=(
+            _query("status", "Only tasks in this state.", {"enum": list(TASK_STATUSES)}),
+            _query("model", "Only tasks of this model.",
+                   {"type": "string", "minLength": 1, "maxLength": 100}),
+            _query("limit", "Page size (with a cursor: that list's page size unless given).",
+                   {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+            _query("cursor", "`next_cursor` of the previous page. It carries the list's "
+                   "filters: send it alone or with the same `status` and `model`.",
+                   {"type": "string"}),
+        ),
+    )  # fmt: skip
+    one = _op(
+        "tasks", "getTask", "Look up a task",
+        {
+            "200": answer("The task.", ref("Task")),
+            "404": NOT_FOUND,
+            "405": error("`method_not_allowed`: the decoded path names a sub-resource that "
+                         "does not take GET (a `task_id` holding `/`)."),
+            "503": STORAGE,
+        },
+        parameters=(TASK_ID,),
+    )  # fmt: skip
+    return {
+        "/v1/tasks": {"post": submit, "get": listing},
+        "/v1/tasks/{task_id}": {"get": one},
+    }
+
+
+def _results() -> Json:
+    cache = {
+        "ETag": {"description": "The file's SHA-256, quoted.", "schema": {"type": "string"}},
+        "Cache-Control": {"schema": {"type": "string"}},
+        "Accept-Ranges": {"schema": {"const": "bytes"}},
+    }
+    binary: Json = {kind: {"schema": {}} for kind in RESULT_TYPES}
+    length = {"schema": {"type": "integer", "minimum": 0}}
+    content_range = {"required": True, "schema": {"type": "string"}}
+    headers = {"X-Request-ID": _REQUEST_ID, **cache}
+    op = _op(
+        "results", "getResultFile", "Download our copy of a result file",
+        {
+            "200": {"description": "The whole file, typed from its bytes.",
+                    "headers": {**headers, "Content-Length": length}, "content": binary},
+            "206": {"description": "The requested byte range.",
+                    "headers": {**headers, "Content-Length": length,
+                                "Content-Range": content_range},
+                    "content": binary},
+            "304": {"description": "`If-None-Match` matched.", "headers": headers},
+            "404": error("`not_found`; `asset_pending` (not copied yet), `asset_failed` "
+                         "(`error.reason`), `asset_pruned`, `asset_missing`."),
+            "416": {**error("`range_not_satisfiable`: the range lies outside the file "
+                            "(`error.size` gives its length)."),
+                    "headers": {**headers, "Content-Range": content_range}},
+            "503": STORAGE,
+        },
+        parameters=(
+            TASK_ID,
+            _path("n", "Index in the task's `results`.",
+                  {"type": "integer", "minimum": 0, "maximum": 9999}),
+            _header("Range", "One byte range, `bytes=first-last`, `bytes=first-` or "
+                    "`bytes=-suffix`; anything else (several ranges, other units) gets the whole "
+                    "file.", {"type": "string", "examples": ["bytes=0-1023"]}),
+            _header("If-None-Match", "ETags the caller holds.", {"type": "string"}),
+            _header("If-Range", "Send the range only if the file still has this ETag.",
+                    {"type": "string"}),
+        ),
+        description="Served to the task's owner only, streamed, cacheable for a year.",
+    )  # fmt: skip
+    return {"/v1/tasks/{task_id}/results/{n}": {"get": op}}
+
+
+def _deliveries() -> Json:
+    listing = _op(
+        "deliveries", "listDeliveries", "A task's callback deliveries, with every attempt",
+        {"200": answer("Every delivery.", ref("DeliveryList")), "404": NOT_FOUND,
+         "503": STORAGE},
+        parameters=(TASK_ID,),
+    )  # fmt: skip
+    redeliver = _op(
+        "deliveries", "redeliver", "Send the task's final event again (same event id)",
+        {
+            "202": answer("Queued.", ref("Delivery")),
+            "404": NOT_FOUND,
+            "409": error("`nothing_to_redeliver`: not finished, or no callback_url."),
+            "503": STORAGE,
+        },
+        parameters=(TASK_ID,),
+    )  # fmt: skip
+    replay = _op(
+        "deliveries", "replayDeliveries", "Queue again this key's dead deliveries since a time",
+        {
+            "202": answer("Queued.", ref("Replayed")),
+            "422": error("`validation_failed`: `since` is missing or not a time."),
+            "503": STORAGE,
+        },
+        parameters=(_query("since", "RFC 3339 time or unix seconds.",
+                           {"type": "string", "minLength": 1},
+                           required=True),),
+    )  # fmt: skip
+    return {
+        "/v1/tasks/{task_id}/deliveries": {"get": listing},
+        "/v1/tasks/{task_id}/deliveries/redeliver": {"post": redeliver},
+        "/v1/deliveries/replay": {"post": replay},
+    }
+
+
+def _operations_and_health() -> Json:
+    callback = _op(
+        "webhooks", "grsaiCallback", "GrsAI's callback for one task",
+        {
+            "200": answer("Stored (whatever its outcome).", ref("WebhookAck")),
+            "400": error(f"{BAD_BODY}, `invalid_payload` (wrong shape or not this task's id); "
+                         "the body is still recorded."),
+            "404": error("`not_found`: unknown or malformed token (no further detail)."),
+            "408": TIMEOUT,
+            "413": TOO_LARGE,
+            "503": STORAGE,
+        },
+        secured=False,
+        parameters=(_path("token", "The task's callback token.", {"type": "string"}),),
+        body={"required": True, "content": {JSON: {"schema": {}}, "*/*": {"schema": {}}}},
+        description="Authenticated by its per-task token; any content type; terminal states "
+        "are confirmed by polling GrsAI before they are believed.",
+    )  # fmt: skip
+    prometheus = {"text/plain": {"schema": {"type": "string"}}}
+    return {
+        "/webhooks/grsai/{token}": {"post": callback},
+        "/healthz": {"get": _op("health", "healthz", "The process serves",
+                                {"200": answer("Alive.", ref("Health"))}, secured=False)},
+        "/readyz": {"get": _op("health", "readyz", "Ready to serve, each check by name", {
+            "200": answer("Every check is ok.", ref("Readiness")),
+            "503": answer("Some check is failing.", ref("Readiness")),
+        }, secured=False)},
+        "/metrics": {"get": {
+            **_op("health", "metrics", "Prometheus metrics", {
+                "200": {"description": "Prometheus text exposition format.",
+                        "headers": {"X-Request-ID": _REQUEST_ID}, "content": prometheus},
+                "401": error("`unauthorized`: METRICS_TOKEN is set and was not sent."),
+                "403": error("`forbidden`: no METRICS_TOKEN is set and the caller is not on "
+                             "loopback."),
+            }, secured=False),
+            "security": [{}, {"metricsToken": []}],
+        }},
+        "/openapi.json": {"get": _op("docs", "openapi", "This document", {
+            "200": answer("OpenAPI 3.1.", {"type": "object"}),
+        }, secured=False)},
+        "/docs": {"get": _op("docs", "docs", "This document as a page", {
+            "200": {"description": "A self-contained HTML page.",
+                    "headers": {"X-Request-ID": _REQUEST_ID},
+                    "content": {"text/html": {"schema": {"type": "string"}}}},
+        }, secured=False)},
+    }  # fmt: skip
+
+
+def _version() -> str:
+    try:
+        return metadata.version("grsai-relay")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0.0.0"
+
+
+def openapi_document(settings: Settings) -> Json:
+    """The OpenAPI 3.1 document of every endpoint (server URL from `public_base_url`)."""
+    return document_for(settings.public_base_url)
+
+
+def document_for(public_base_url: str | None) -> Json:
+    """The OpenAPI 3.1 document, served from `public_base_url` when there is one."""
+    doc: Json = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "grsai-relay",
+            "version": _version(),
+            "summary": "A dependable relay for the GrsAI generation API.",
+            "description": "All `/v1/*` endpoints need `Authorization: Bearer <api key>`. "
+            'Errors are JSON, `{"error": {"code", "message"}}` (validation errors add `fields`). '
+            "Every GET also answers HEAD; other methods get 405 `method_not_allowed`.",
+        },
+        "paths": {**_tasks(), **_results(), **_deliveries(), **_operations_and_health()},
+        "components": {
+            "schemas": component_schemas(),
+            "responses": SHARED,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
+                "metricsToken": {"type": "http", "scheme": "bearer",
+                                 "description": "METRICS_TOKEN (metrics only)."},
+            },
+            "parameters": {
+                "X-Request-ID": _header(
+                    "X-Request-ID",
+                    "Correlates the request with the relay's log lines and is echoed back; a "
+                    "value not matching `^[A-Za-z0-9._:-]{1,128}$` (or none) is replaced by a "
+                    "generated id, never refused.",
+                    {"type": "string"},
+                )
+            },
+            "headers": {
+                "X-Request-ID": {
+                    "description": "The request's id, as logged.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                }
+            },
+        },
+        "tags": [{"name": name} for name in
+                 ("tasks", "results", "deliveries", "webhooks", "health", "docs")],
+    }  # fmt: skip
+    if public_base_url:
+        doc["servers"] = [{"url": public_base_url}]
+    return copy.deepcopy(doc)  # callers get their own: nothing shared with module constants

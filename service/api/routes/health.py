@@ -1,0 +1,45 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.api.context import services
+from service.domain.errors import RelayError
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """The process is alive and serving."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Each dependency by name: the database answers, settings usable, the workers run, and each
+    outbound HTTP client can get a connection (a jammed or exhausted pool fails by name)."""
+    svc = services(request)
+    checks: dict[str, dict[str, str]] = {}
+    try:
+        await svc.storage.ping()
+        checks["database"] = {"status": "ok"}
+    except RelayError as exc:
+        checks["database"] = {"status": "failing", "error": exc.message}
+    checks["settings"] = {
+        "status": "ok",
+        "mode": "callback" if svc.settings.public_base_url else "poll",
+    }
+    checks["poller"] = {"status": "ok" if svc.poller.alive else "failing"}
+    if svc.settings.mirror_results:
+        checks["copier"] = {"status": "ok" if svc.copier.alive else "failing"}
+    checks["deliverer"] = {"status": "ok" if svc.deliverer.alive else "failing"}
+    for client in svc.clients:
+        checks[f"http_{client.name}"] = client.health()
+    if svc.settings.ready_check_upstream:
+        checks["grsai"] = await svc.upstream.reachable(svc.clock.now())
+    ready = all(c["status"] == "ok" for c in checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]

@@ -1,0 +1,111 @@
+"""Serving our copies of result files: GET /v1/tasks/{id}/results/{n}.
+
+Streams from storage (never a whole file in memory) with ETag (the SHA-256), long-lived private
+caching, conditional requests (If-None-Match -> 304) and single byte ranges (Range -> 206), as
+video players need.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from service.api.auth import authenticate
+from service.api.context import services
+from service.api.errors import error_body
+from service.domain.errors import NotFound, RangeNotSatisfiable
+
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+CACHE_CONTROL = "private, max-age=31536000, immutable"
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive (start, end) of a single `bytes=` range; None for the whole file.
+
+    Multiple ranges and unknown units are answered with the whole file (RFC 9110 allows it).
+    """
+    if header is None:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":  # suffix: the last N bytes
+        length = int(last)
+        if length == 0:
+            raise RangeNotSatisfiable("empty suffix range", size=size)
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise RangeNotSatisfiable(f"range starts beyond the {size}-byte file", size=size)
+    return start, end
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if header is None:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+async def result_file(request: Request) -> Response:
+    """The stored copy of result `n`, for the task's owner only."""
+    key = await authenticate(request)
+    svc = services(request)
+    task_id, raw_n = request.path_params["task_id"], request.path_params["n"]
+    if len(task_id) > 64 or not (raw_n.isascii() and raw_n.isdigit()) or len(raw_n) > 4:
+        raise NotFound("no such result")
+    task = await svc.storage.task(task_id, key.id)
+    asset = await svc.storage.asset(task_id, int(raw_n)) if task is not None else None
+    if asset is None:
+        raise NotFound("no such result")
+    if asset.status != "stored" or asset.sha256 is None:
+        message = f"result {raw_n} is not stored ({asset.status})"
+        if asset.status == "failed":
+            raise NotFound(message, code="asset_failed", reason=asset.error)
+        if asset.status == "pruned":
+            raise NotFound(message, code="asset_pruned", reason=asset.error)
+        raise NotFound(message, code="asset_pending", reason=asset.error)
+    size = await svc.assets.size(asset.sha256)
+    if size is None:
+        raise NotFound("stored file is missing", code="asset_missing")
+    etag = f'"{asset.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Accept-Ranges": "bytes"}
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    if_range = request.headers.get("if-range")
+    wanted = request.headers.get("range")
+    if if_range is not None and if_range.strip() != etag:
+        wanted = None  # RFC 9110 13.1.5: a stale If-Range means "send the whole file"
+    try:
+        span = parse_range(wanted, size)
+    except RangeNotSatisfiable as exc:
+        return JSONResponse(
+            error_body(exc.code, exc.message, size=size),
+            status_code=416,
+            headers={**headers, "Content-Range": f"bytes */{size}"},
+        )
+    start, end = span if span is not None else (0, size - 1)
+    headers["Content-Length"] = str(end - start + 1 if size else 0)
+    status = 200
+    if span is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    body = svc.assets.read(asset.sha256, start, end) if size else _empty()
+    return StreamingResponse(
+        body, status_code=status, headers=headers, media_type=asset.content_type
+    )
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    yield b""
+
+
+routes = [Route("/v1/tasks/{task_id}/results/{n}", result_file, methods=["GET"])]

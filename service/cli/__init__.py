@@ -1,0 +1,1 @@
+"""The `grsai-relay` command (`service.cli.main:main`): serve, keys, tasks, assets, purge, db."""

@@ -1,0 +1,1 @@
+"""Result files: downloading one safely, recognising what it is, and the content-addressed store."""

@@ -1,0 +1,226 @@
+"""The packages are layers, and imports only run down: api -> jobs -> storage/upstream/files ->
+domain. Every import statement of every module counts (inside functions and `TYPE_CHECKING`
+blocks too): a dependency is a dependency even when it is deferred.
+
+    wiring (app, server)      may import anything
+    cli                       anything but api
+    api                       jobs, storage, upstream, files, domain, support, config
+    jobs                      storage, upstream, files, domain, support
+    files                     upstream (the guarded HTTP client), domain, support
+    storage                   domain only; only `service.storage` picks a backend, lazily
+    upstream                  domain, support
+    config (settings)         upstream (network lists), domain; read only by the outer layers
+    support (metrics, logs)   domain
+    domain                    the standard library only
+    simulator                 itself, and the shared clock
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE = ROOT / "service"
+
+TOP_LEVEL = {
+    "service": "wiring",
+    "service.__main__": "wiring",
+    "service.app": "wiring",
+    "service.server": "wiring",
+    "service.settings": "config",
+    "service.metrics": "support",
+    "service.logs": "support",
+    "service.logwriter": "support",
+    # stays at the top, standard library only: the simulator (kept apart) imports it too
+    "service.clock": "domain",
+}
+PACKAGES = ("domain", "storage", "upstream", "files", "jobs", "api", "cli", "simulator")
+ALLOWED: dict[str, set[str]] = {
+    "domain": {"domain"},
+    "support": {"support", "domain"},
+    "storage": {"storage", "domain"},
+    "upstream": {"upstream", "domain", "support"},
+    "config": {"config", "upstream", "domain"},
+    "files": {"files", "upstream", "domain", "support"},
+    "jobs": {"jobs", "storage", "upstream", "files", "domain", "support"},
+    "api": {"api", "jobs", "storage", "upstream", "files", "domain", "support", "config"},
+    "cli": {"cli", "wiring", "jobs", "storage", "upstream", "files", "domain", "support"}
+    | {"config", "simulator"},
+    "wiring": {*PACKAGES, "wiring", "config", "support"},
+    "simulator": {"simulator"},
+}
+SIMULATOR_MAY_USE = {"service.clock"}
+BACKENDS = "service.storage.sqlite"
+FRAMEWORKS = ("starlette", "uvicorn", "httpx")
+
+# Known arrows that run the wrong way, each removed by the change that fixes it. The test fails
+# when one is fixed but still listed, so this list only shrinks.
+KNOWN: set[tuple[str, str]] = {
+    ("service.cli.ops", "service.api.routes.deliveries"),  # delivery_json: a view of a record
+    ("service.metrics", "service.upstream.httppool"),  # PoolStats: only its shape is needed
+    ("service.storage", "service.settings"),  # the factory should take the URL and options
+    ("service.upstream.clients", "service.settings"),  # the clients should take their limits
+    ("service.storage.sqlite.deliveries", "service.upstream.netguard"),  # fairness is a rule
+}
+# The same, for the domain's third-party imports and the users of a concrete backend.
+KNOWN_OUTSIDE_STDLIB: set[tuple[str, str]] = set()
+KNOWN_BACKEND_USERS = {("service.cli.ops", True)}  # backup should be a backend operation
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    """One import of a service module: who, what, and whether it runs at import time."""
+
+    importer: str
+    imported: str
+    deferred: bool  # inside a function: runs only when called
+
+
+def module_name(path: Path) -> str:
+    """`service/a/b.py` -> `service.a.b`; a package's `__init__.py` is the package."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(SERVICE.rglob("*.py"))}
+
+
+def layer(module: str) -> str:
+    """The layer a service module belongs to."""
+    if module in TOP_LEVEL:
+        return TOP_LEVEL[module]
+    package = module.split(".")[1]
+    assert package in PACKAGES, f"{module} is in no layer: add it to TOP_LEVEL or a package"
+    return package
+
+
+def _resolve(base: str, name: str | None) -> str:
+    """`from base import name`: the submodule when `name` is one, else `base`."""
+    if name is not None and f"{base}.{name}" in MODULES:
+        return f"{base}.{name}"
+    return base
+
+
+def _imports_of(module: str) -> list[tuple[str, bool]]:
+    """Every module `module` imports (any package), with whether it is deferred."""
+    tree = ast.parse(MODULES[module].read_text(), str(MODULES[module]))
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, deferred: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = deferred or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, deferred) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = module.split(".")
+                    if MODULES[module].name != "__init__.py":
+                        anchor.pop()
+                    anchor = anchor[: len(anchor) - child.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                found.extend((_resolve(base, alias.name), deferred) for alias in child.names)
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def service_imports() -> list[Import]:
+    """Every import of one service module by another."""
+    return [
+        Import(module, target, deferred)
+        for module in MODULES
+        for target, deferred in _imports_of(module)
+        if target == "service" or target.startswith("service.")
+    ]
+
+
+def violations() -> set[tuple[str, str]]:
+    """(importer, imported) pairs whose arrow runs against the layers."""
+    wrong = set()
+    for imp in service_imports():
+        source, target = layer(imp.importer), layer(imp.imported)
+        if source == "simulator" and imp.imported in SIMULATOR_MAY_USE:
+            continue
+        if target not in ALLOWED[source]:
+            wrong.add((imp.importer, imp.imported))
+    return wrong
+
+
+def test_imports_run_down_the_layers() -> None:
+    """No module imports a layer above its own, beyond the known arrows still to be fixed."""
+    assert sorted(violations() - KNOWN) == []
+
+
+def test_known_wrong_arrows_are_still_wrong() -> None:
+    """An arrow that has been fixed leaves the list of known ones."""
+    assert sorted(KNOWN - violations()) == []
+
+
+def test_domain_imports_only_the_standard_library() -> None:
+    """The domain needs no third-party package: its rules run anywhere."""
+    outside = {
+        (module, target)
+        for module in MODULES
+        if layer(module) == "domain"
+        for target, _ in _imports_of(module)
+        if target.split(".")[0] not in {*sys.stdlib_module_names, "service"}
+    }
+    assert sorted(outside ^ KNOWN_OUTSIDE_STDLIB) == []
+
+
+def test_only_the_storage_factory_imports_a_backend_lazily() -> None:
+    """Outside the backend itself, only `service.storage` imports it, and only when called."""
+    users = {
+        (imp.importer, imp.deferred)
+        for imp in service_imports()
+        if (imp.imported == BACKENDS or imp.imported.startswith(BACKENDS + "."))
+        and not (imp.importer == BACKENDS or imp.importer.startswith(BACKENDS + "."))
+    }
+    assert users == {("service.storage", True)} | KNOWN_BACKEND_USERS
+
+
+def _loaded_after(modules: list[str]) -> set[str]:
+    """Top-level packages in `sys.modules` after a fresh interpreter imports `modules`."""
+    code = (
+        "import sys\n"
+        f"for name in {modules!r}: __import__(name)\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    out = subprocess.run(  # our own interpreter, fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return set(out.stdout.split())
+
+
+def test_storage_imports_no_http_framework() -> None:
+    """Importing the storage contract and its backend loads no HTTP framework or client."""
+    storage = [m for m in MODULES if layer(m) == "storage"]
+    assert sorted(_loaded_after(storage) & set(FRAMEWORKS)) == []
+
+
+def test_domain_loads_nothing_but_the_standard_library() -> None:
+    """Importing every domain module loads only standard-library modules (and the domain)."""
+    domain = [m for m in MODULES if layer(m) == "domain"]
+    loaded = _loaded_after(domain) - set(sys.stdlib_module_names) - {"service"}
+    assert sorted(m for m in loaded if not m.startswith("_")) == []
+
+
+def test_every_module_has_a_layer() -> None:
+    """A new module lands in a package (or is named here as part of the app's wiring)."""
+    for module in MODULES:
+        layer(module)
+
+
+def test_the_checker_sees_deferred_imports() -> None:
+    """The walk finds imports inside functions and marks them deferred."""
+    found = _imports_of("service.storage")
+    assert (BACKENDS, True) in found
+    assert ("service.storage.base", False) in found
