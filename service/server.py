@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
-import json
 import math
 import signal
 import socket
@@ -26,16 +25,18 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.errors import error_body
+from service.api.errors import error_response
+from service.domain.errors import BadRequest
 from service.settings import Settings
 
-_REFUSED = json.dumps(
-    error_body(
-        "bad_request",
-        "malformed HTTP/1.1 request: its request line, a header or its Content-Length"
-        " could not be parsed",
-    )
-).encode()
+_REFUSED = bytes(
+    error_response(
+        BadRequest(
+            "malformed HTTP/1.1 request: its request line, a header or its Content-Length"
+            " could not be parsed"
+        )
+    ).body
+)
 _REFUSED_HEAD = (
     b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_REFUSED)
