@@ -97,8 +97,8 @@ def configure(level: str, fmt: str = "auto") -> None:
     handler.addFilter(RedactSecrets())
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     Writers.replace(BatchWriter(records, handler, sys.stderr))
-    # a record need not know its source line, thread or process: none of it is printed
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    # a record need not know its process: it is never printed (the thread is: see `demo`)
+    logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [Enqueue(records, REQUEST_ID)]
     root.setLevel(level.upper())

@@ -4,7 +4,8 @@ The app is served on what `uvicorn[standard]` gives a user: httptools and uvloop
 where httptools is missing, or when HTTP_PROTOCOL asks for it). uvicorn bounds the idle time
 between requests (keep-alive) but not the time a client takes to send its request head, so a
 client trickling headers byte by byte could hold a connection forever. Both protocol classes
-here close any connection whose request head is not complete within `HEADER_TIMEOUT` seconds;
+here close any connection whose request head is not complete within `HEADER_TIMEOUT` seconds,
+and answer a request their parser refuses with the service's JSON 400 (uvicorn's is plain text);
 the body has its own deadline (`BODY_TIMEOUT`, see `jsonbody`), enforced by the app on either.
 """
 
@@ -24,7 +25,22 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.api.errors import error_response
+from service.domain.errors import BadRequest
 from service.settings import Settings
+
+_REFUSED = bytes(
+    error_response(
+        BadRequest(
+            "malformed HTTP/1.1 request: its request line, a header or its Content-Length"
+            " could not be parsed"
+        )
+    ).body
+)
+_REFUSED_HEAD = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_REFUSED)
+)
 
 
 class HeadDeadline(asyncio.Protocol):
@@ -44,6 +60,11 @@ class HeadDeadline(asyncio.Protocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses gets the service's JSON error, not plain text."""
+        self.transport.write(_REFUSED_HEAD + _REFUSED)
+        self.transport.close()
 
     def _head_too_slow(self) -> None:
         self._head_timer = None

@@ -208,10 +208,11 @@ class WatchedClient:
         try:
             yield response
         finally:
-            try:
-                await response.aclose()  # httpcore shields its own clean-up from cancellation
-            finally:
-                lease.release()
+            # The slot is given back only once the connection is back in the pool: closing runs
+            # as its own task, so a second cancellation (a shutdown during a deadline's clean-up)
+            # cannot cut it short and free the slot while the pool still holds the connection.
+            closing = self._spawn(self._close(response, lease))
+            await asyncio.shield(closing)
 
     async def wait_idle(self) -> None:
         """Wait until no request is in flight (detached ones included)."""
@@ -324,19 +325,21 @@ class WatchedClient:
             lease.release()
             return
 
-        async def close(response: httpx.Response) -> None:
-            try:
-                await response.aclose()
-            finally:
-                lease.release()
+        self._spawn(self._close(job.result(), lease))
 
-        self._spawn(close(job.result()))
+    @staticmethod
+    async def _close(response: httpx.Response, lease: _Lease) -> None:
+        try:
+            await response.aclose()
+        finally:
+            lease.release()
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run clean-up (closing a response or a retired pool) in the background, uncancelled."""
         task = asyncio.create_task(self._quietly(work), name=f"http-{self.name}-cleanup")
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+        return task
 
     async def _quietly(self, work: Coroutine[Any, Any, None]) -> None:
         try:

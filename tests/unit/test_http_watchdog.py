@@ -160,6 +160,57 @@ async def test_cancelled_stream_caller_closes_the_response_when_it_arrives(gate:
     await client.aclose()
 
 
+class SlowClose(httpx.AsyncByteStream):
+    """A body that sends one chunk and then nothing; closing it waits for `closable`."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.closable = asyncio.Event()
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        """One chunk, then a body that never ends."""
+        yield b"first"
+        self.reading.set()
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        """Take as long as the test says (a connection handed back slowly)."""
+        self.closing.set()
+        await self.closable.wait()
+        self.closed = True
+
+
+async def test_a_stream_cancelled_again_while_closing_keeps_its_slot_until_closed() -> None:
+    """A caller cancelled mid-body, then cancelled once more while its response closes (a
+    deadline, then a shutdown): the slot is given back only when the close has finished."""
+    body = SlowClose()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=body)
+
+    client, _ = watched(Scripted(answer))
+
+    async def read() -> None:
+        async with client.stream("GET", URL) as response:
+            async for _ in response.aiter_raw():
+                pass
+
+    caller = asyncio.create_task(read())
+    await body.reading.wait()
+    caller.cancel()  # the deadline, mid-body
+    await body.closing.wait()
+    caller.cancel()  # the shutdown, while the response closes
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert (body.closed, client.in_flight) == (False, 1)  # the connection is not back yet
+    body.closable.set()
+    await client.wait_idle()
+    assert (body.closed, client.in_flight) == (True, 0)
+    await client.aclose()
+
+
 async def test_full_pool_refuses_after_the_pool_timeout_and_reports_it(gate: Gate) -> None:
     """With every slot busy with our own requests, another waits its pool timeout, then gets
     PoolTimeout: the pool is saturated, not jammed, so nothing is rebuilt."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import socket
 from collections.abc import AsyncIterator
 
@@ -132,4 +133,26 @@ async def test_pipelined_requests_are_all_answered(http: str) -> None:
         writer.write(head("/quick") + head("/slow") + head("/quick"))
         bodies = [(await read_response(reader)).body for _ in range(3)]
         assert bodies == [b"quick", b"slow", b"quick"]
+        writer.close()
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"GET /quick HTTP/1.1\r\nHost: relay\r\nno colon here\r\n\r\n",
+        b"POST /quick HTTP/1.1\r\nHost: relay\r\nContent-Length: abc\r\n\r\n",
+        b"GET /qu ick HTTP/1.1\r\nHost: relay\r\n\r\n",
+    ],
+    ids=["header without colon", "Content-Length abc", "space in the path"],
+)
+async def test_a_request_the_parser_refuses_gets_a_json_400(http: str, wire: bytes) -> None:
+    """uvicorn answers these in plain text before any app runs; the relay's answer is its JSON."""
+    async with serving(http) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(wire)
+        answer = await read_response(reader)
+        assert answer.status == 400
+        assert answer.headers["content-type"] == "application/json"
+        assert json.loads(answer.body)["error"]["code"] == "bad_request"
         writer.close()
