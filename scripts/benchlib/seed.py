@@ -125,7 +125,7 @@ def seed_naive(path: Path, count: int) -> float:
 
     One `executemany` in one transaction. Like `seed`, seeding alone skips syncs and keeps
     its journal and the index pages in memory; none of that outlives this connection, so the
-    peer runs with SQLite's defaults.
+    peer runs with its own settings (see `bench_naive`).
     """
     started = time.perf_counter()
     now = time.time()
