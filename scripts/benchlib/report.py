@@ -152,7 +152,7 @@ class Results:
             "",
             "Ceilings: stock Starlette on stock `uvicorn[standard]` (httptools, uvloop), access"
             " log off, no project code. Peer: the naive receiver (`scripts/bench_naive.py`, sync"
-            " sqlite3 in WAL mode with synchronous=NORMAL, a commit per callback) on the same plans.",
+            " sqlite3, WAL, synchronous=NORMAL, a commit per callback) on the same plans.",
             "The relay runs with its defaults (LOG_LEVEL=info with request logs, callback"
             " verification on, results copied, the poller on the tasks being hit) except:",
             "",
