@@ -38,11 +38,11 @@ def banner(relay: RelayProcess) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def saved_key_file(relay: RelayProcess) -> Path:
-    """The one file demo mode saved its key in: beside the SQLite file, somewhere in the workdir
-    on PostgreSQL."""
+    """The one file demo mode saved its key in: beside the SQLite file, or (PostgreSQL) beside
+    the result files' folder, named after the database."""
     if relay.backend == "sqlite":
         return relay.db_path.with_name(relay.db_path.name + ".demo-key")
-    [found] = relay.workdir.rglob("*.demo-key")
+    [found] = Path(relay.env["ASSET_DIR"]).parent.glob("demo-key-*")
     return found
 
 
