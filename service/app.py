@@ -204,6 +204,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             settings.submit_rate_per_minute,
             settings.submit_max_in_flight,
             settings.submit_queue_wait,
+            storage,
         )
 
         yield Services(
