@@ -23,6 +23,7 @@ from service.storage.postgres.core import (
     storage_error,
 )
 from service.storage.postgres.deliveries import PgDeliveries, queue_final_event
+from service.storage.postgres.limits import PgLimits
 from service.storage.postgres.migrations import LATEST, MIGRATIONS
 from service.storage.postgres.ops import PgOps
 from service.storage.postgres.rows import (
@@ -72,7 +73,7 @@ async def migrate(conn: Conn) -> int:
         return LATEST
 
 
-class PostgresStorage(PgAssets, PgDeliveries, PgOps):
+class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
     """The `Storage` contract on a PostgreSQL database, shared by any number of processes."""
 
     def __init__(
