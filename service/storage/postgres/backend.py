@@ -43,6 +43,24 @@ def _api_key(row: Any) -> ApiKey:
     return ApiKey(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
 
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL. A NUL from outside (an id in a URL, an error message
+    # from GrsAI) becomes U+FFFD: a lookup finds nothing (404, never a 503) and a write stores
+    # the rest of the text instead of failing.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _same(text: str) -> str:
+    return text
+
+
+async def setup_connection(conn: Any) -> None:
+    """Every pooled connection encodes text parameters through `_no_nul`."""
+    await conn.set_type_codec(
+        "text", schema="pg_catalog", encoder=_no_nul, decoder=_same, format="text"
+    )
+
+
 def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, _, rest = url.partition("://")
@@ -102,6 +120,7 @@ class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
                 timeout=10,
                 command_timeout=60,
                 server_settings=settings,
+                init=setup_connection,
             )
         except OPEN_ERRORS as exc:
             raise StorageUnavailable(
