@@ -19,13 +19,18 @@ TERMINAL = ("succeeded", "failed")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On PostgreSQL, deselect the tests about the SQLite file (marked `sqlite_only`)."""
+    """On PostgreSQL, deselect the tests about the SQLite file (`sqlite_only`) and those that
+    start no relay with a database (`no_database`: the SQLite run covers them)."""
     if backend_under_test() == "sqlite":
         return
-    dropped = [item for item in items if item.get_closest_marker("sqlite_only")]
+
+    def left_out(item: pytest.Item) -> bool:
+        return any(item.get_closest_marker(name) for name in ("sqlite_only", "no_database"))
+
+    dropped = [item for item in items if left_out(item)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = [item for item in items if not item.get_closest_marker("sqlite_only")]
+        items[:] = [item for item in items if not left_out(item)]
 
 
 @pytest.fixture(name="simulator")
