@@ -1,107 +1,30 @@
-"""Several relay replicas on one database, a random-routing proxy in front of them (the load
-balancer), and the reads of the shared database that multi-replica tests assert on."""
+"""Several relay replicas on one database behind a random-routing proxy (the load balancer),
+and a client that submits and looks up through random replicas while one may be killed."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
-import sqlite3
-import threading
-import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import asyncpg
 import httpx
-import pytest
 
 from tests.e2e.balancer import RandomProxy
-from tests.e2e.harness import RelayProcess, free_port, relay_env, relay_upstream_urls
+from tests.e2e.harness import (
+    RelayProcess,
+    SimulatorServer,
+    free_port,
+    relay_env,
+    relay_upstream_urls,
+)
 
-T = TypeVar("T")
 MODELS = ("gpt-image-2", "nano-banana-fast", "flux-kontext-pro", "sora-2", "veo3.1-fast")
 IN_FLIGHT = 24  # client requests at once
 SLOW = 60.0  # client timeout: a machine shared with other test runs can be very slow
-ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, whether or not this thread runs a loop."""
-    box: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            box.append(asyncio.run(make()))
-        except BaseException as exc:  # handed back to the calling thread as it is
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return box[0]
-
-
-async def _admin(sql: str) -> None:
-    try:
-        conn = await asyncpg.connect(ADMIN_URL, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(
-            f"PostgreSQL is unreachable at {ADMIN_URL}: {exc}. The PostgreSQL suite never"
-            " skips; start it or set TEST_POSTGRES_URL"
-        )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def create_database() -> str:
-    """A new, empty PostgreSQL database with a unique name; return its URL."""
-    name = f"relay_replicas_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    _blocking(lambda: _admin(f'CREATE DATABASE "{name}"'))
-    return ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_database(url: str) -> None:
-    """Drop a database made by `create_database`, closing whatever is still connected."""
-    name = url.rsplit("/", 1)[1]
-    _blocking(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
-    """A fresh database for the duration of the block, dropped afterwards."""
-    url = create_database()
-    try:
-        yield url
-    finally:
-        drop_database(url)
-
-
-async def fetch(database_url: str, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of one read-only query on the relays' database (SQLite file or PostgreSQL)."""
-    if database_url.startswith("sqlite:///"):
-        uri = f"file:{database_url.removeprefix('sqlite:///')}?mode=ro"
-
-        def read() -> list[tuple[Any, ...]]:
-            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
-                return list(db.execute(sql).fetchall())
-
-        return await asyncio.to_thread(read)
-    conn = await asyncpg.connect(database_url, timeout=10)
-    try:
-        return [tuple(record) for record in await conn.fetch(sql)]
-    finally:
-        await conn.close()
 
 
 @dataclass
@@ -120,9 +43,10 @@ class Cluster:
         """`size` replicas (not started yet) with the same settings, and the proxy (started)."""
         ports = [free_port() for _ in range(size)]
         proxy = RandomProxy([f"http://127.0.0.1:{p}" for p in ports]).start()
-        env = relay_env(workdir / "unused.db", simulator_url, public=False, port=0, **extra)
         # Every replica: the same database, the same file store, GrsAI's callbacks via the proxy.
-        env |= {"DATABASE_URL": database_url, "PUBLIC_BASE_URL": proxy.url}
+        assets = workdir / "assets"
+        env = relay_env(database_url, assets, simulator_url, public=False, port=0, **extra)
+        env["PUBLIC_BASE_URL"] = proxy.url
         return cls([RelayProcess(workdir, dict(env), port=p) for p in ports], proxy, database_url)
 
     async def start(self) -> None:
@@ -141,7 +65,7 @@ class Cluster:
 
     async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of a read-only query on the shared database."""
-        return await fetch(self.database_url, sql)
+        return await asyncio.to_thread(self.relays[0].query, sql)
 
 
 @dataclass(frozen=True)
@@ -160,6 +84,31 @@ class Row:
     def urls(self) -> list[str]:
         """GrsAI's result URLs as the relay stored them."""
         return relay_upstream_urls(json.loads(self.results))
+
+
+async def settle(cluster: Cluster, client: httpx.AsyncClient, sim: SimulatorServer) -> None:
+    """Wait until every task is final, no copy or delivery is due, and GrsAI is idle."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 240  # a hang guard; leases of the killed replica take 60-70 s
+    while True:
+        [counts] = await cluster.fetch(
+            "SELECT (SELECT count(*) FROM tasks WHERE status NOT IN ('succeeded', 'failed')),"
+            " (SELECT count(*) FROM assets WHERE status = 'pending'),"
+            " (SELECT count(*) FROM deliveries WHERE status = 'pending')"
+        )
+        if not any(counts) and (await sim.stats(client))["idle"]:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"not settled (open tasks, copies, deliveries): {counts}")
+        await asyncio.sleep(0.2)
+
+
+async def task_rows(cluster: Cluster) -> dict[str, Row]:
+    """Every task row of the shared database by relay task id."""
+    rows = await cluster.fetch(
+        "SELECT id, status, failure_reason, upstream_id, results, token_hash, input FROM tasks"
+    )
+    return {r[0]: Row(*r) for r in rows}
 
 
 @dataclass
