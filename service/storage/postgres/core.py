@@ -126,6 +126,15 @@ class WorkListener:
         """Listen in the background."""
         self._task = asyncio.create_task(self._run(), name="pg-work-listener")
 
+    async def started(self, patience: float) -> None:
+        """Wait until it listens (notices sent before are not heard), at most `patience` s; if
+        it cannot connect by then it goes on trying in the background (the ticks cover the gap)."""
+        try:
+            async with asyncio.timeout(patience):
+                await self.connected.wait()
+        except TimeoutError:
+            log.warning("work notices: not listening yet; workers rely on their ticks meanwhile")
+
     async def stop(self) -> None:
         """Stop listening and close the connection."""
         if self._task is not None:
