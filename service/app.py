@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -134,9 +134,15 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
     way out stop the workers, close the clients, then the storage. Every run builds its own,
     so the app can be started again after it stopped."""
     settings, metrics = app.settings, app.metrics
-    storage = app.seams.storage or open_storage(
-        settings.database_url, settings.storage_options(on_commit=metrics.time_commit)
-    )
+    kicks: dict[str, Callable[[], None]] = {}  # queue -> its worker's kick, once it exists
+
+    def work_queued(queue: str) -> None:  # another replica (or this one) queued work
+        kick = kicks.get(queue)
+        if kick is not None:
+            kick()
+
+    options = settings.storage_options(on_commit=metrics.time_commit, on_work=work_queued)
+    storage = app.seams.storage or open_storage(settings.database_url, options)
     seams = app.seams
     clients = build_clients(
         settings,
@@ -164,6 +170,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             metrics=metrics,
         )
         copier, deliverer, assets = _outbox_workers(app, storage, clients)
+        kicks.update(copier=copier.kick, deliverer=deliverer.kick)
         policy = poll_policy(settings)
 
         def finished() -> None:  # a task became final: its copies and callback are due

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = "NORMAL"
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     write_batch_max: int = Field(default=256, gt=0)
+    database_pool_size: int = Field(default=10, gt=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
     header_timeout: float = Field(default=10.0, gt=0)
     http_protocol: str = "auto"
@@ -183,7 +184,9 @@ class Settings(BaseSettings):
         return Catalog.from_override(self.model_catalog)
 
     def storage_options(
-        self, on_commit: Callable[[float, int], None] | None = None
+        self,
+        on_commit: Callable[[float, int], None] | None = None,
+        on_work: Callable[[str], None] | None = None,
     ) -> StorageOptions:
         """How to run the storage backend of `DATABASE_URL`."""
         return StorageOptions(
@@ -191,6 +194,8 @@ class Settings(BaseSettings):
             busy_timeout_ms=self.sqlite_busy_timeout_ms,
             batch_max=self.write_batch_max,
             on_commit=on_commit,
+            pool_size=self.database_pool_size,
+            on_work=on_work,
         )
 
 

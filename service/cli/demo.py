@@ -9,6 +9,7 @@ any other demo key is revoked, so one demo key is active at a time.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -77,8 +78,13 @@ def demo_settings(settings: Settings, simulator_url: str, host: str, port: int) 
 
 
 def demo_key_file(settings: Settings) -> Path:
-    """Where the demo key's secret is kept: beside the database it belongs to."""
-    return Path(f"{sqlite_path(settings.database_url)}.demo-key")
+    """Where the demo key's secret is kept: beside the SQLite file it belongs to, or (a server
+    database) beside the stored files, named after the database."""
+    url = settings.database_url
+    if url.startswith("sqlite:"):
+        return Path(f"{sqlite_path(url)}.demo-key")
+    tag = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return Path(settings.asset_dir).absolute().parent / f"demo-key-{tag}"
 
 
 async def demo_key(settings: Settings) -> tuple[str, str]:
@@ -122,6 +128,7 @@ async def _saved_key(storage: Storage, path: Path) -> tuple[str, str] | None:
 def _save(path: Path, secret: str) -> None:
     """Write the secret to `path` (mode 0600) atomically."""
     staged = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
     staged.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -25,7 +25,7 @@ __all__ = [
     "open_storage",
     "sqlite_path",
 ]
-SCHEMES = ("sqlite",)
+SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 def sqlite_path(url: str) -> str:
@@ -56,6 +56,15 @@ def open_storage(url: str, options: StorageOptions | None = None) -> Storage:
             busy_timeout_ms=options.busy_timeout_ms,
             batch_max=options.batch_max,
             on_commit=options.on_commit,
+        )
+    if scheme in ("postgresql", "postgres"):
+        from service.storage.postgres import PostgresStorage
+
+        return PostgresStorage(
+            url,
+            pool_size=options.pool_size,
+            busy_timeout_ms=options.busy_timeout_ms,
+            on_work=options.on_work,
         )
     raise ValueError(f"unsupported DATABASE_URL scheme {scheme!r}; supported: {', '.join(SCHEMES)}")
 

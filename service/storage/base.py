@@ -47,6 +47,10 @@ class StorageOptions:
     busy_timeout_ms: int = 5000  # how long a write waits for another process's lock
     batch_max: int = 256  # writes per group commit
     on_commit: Callable[[float, int], None] | None = None  # (perf_counter at start, batch size)
+    pool_size: int = 10  # PostgreSQL: connections per process
+    # Called with a queue's name ("copier", "deliverer") when any process sharing the database
+    # queued work for it (PostgreSQL: LISTEN/NOTIFY). A single-process backend never calls it.
+    on_work: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ ALLOWED: dict[str, set[str]] = {
     "simulator": {"simulator"},
 }
 SIMULATOR_MAY_USE = {"service.clock"}
-BACKENDS = "service.storage.sqlite"
+BACKENDS = ("service.storage.sqlite", "service.storage.postgres")
 FRAMEWORKS = ("starlette", "uvicorn", "httpx")
 
 
@@ -164,10 +164,24 @@ def test_only_the_storage_factory_imports_a_backend_lazily() -> None:
     users = {
         (imp.importer, imp.deferred)
         for imp in service_imports()
-        if (imp.imported == BACKENDS or imp.imported.startswith(BACKENDS + "."))
-        and not (imp.importer == BACKENDS or imp.importer.startswith(BACKENDS + "."))
+        for backend in BACKENDS
+        if (imp.imported == backend or imp.imported.startswith(backend + "."))
+        and not (imp.importer == backend or imp.importer.startswith(backend + "."))
     }
     assert users == {("service.storage", True)}
+
+
+def test_no_backend_imports_another() -> None:
+    """What backends share lives in `service.storage` (e.g. `columns`), not in one of them."""
+    crossing = {
+        (imp.importer, imp.imported)
+        for imp in service_imports()
+        for backend in BACKENDS
+        if imp.importer.startswith(backend + ".")
+        for other in BACKENDS
+        if other != backend and imp.imported.startswith(other)
+    }
+    assert crossing == set()
 
 
 def _loaded_after(modules: list[str]) -> set[str]:
@@ -205,5 +219,5 @@ def test_every_module_has_a_layer() -> None:
 def test_the_checker_sees_deferred_imports() -> None:
     """The walk finds imports inside functions and marks them deferred."""
     found = _imports_of("service.storage")
-    assert (BACKENDS, True) in found
+    assert {(backend, True) for backend in BACKENDS} <= set(found)
     assert ("service.storage.base", False) in found

@@ -1,0 +1,268 @@
+"""PostgreSQL backend (asyncpg): one transaction per write, row locks where a write reads what
+it changes, and `FOR UPDATE SKIP LOCKED` leases so replicas never take the same job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from service.domain.errors import StorageUnavailable
+from service.domain.records import ApiKey, Task, TaskRef
+from service.domain.transitions import Decision
+from service.storage.base import DuplicateIdempotencyKey, Event
+from service.storage.columns import SELECT_STATE, SELECT_TASK, row_task
+from service.storage.postgres.assets import PgAssets
+from service.storage.postgres.core import (
+    DRIVER_ERRORS,
+    OPEN_ERRORS,
+    Conn,
+    WorkListener,
+    notify,
+    storage_error,
+)
+from service.storage.postgres.deliveries import PgDeliveries, queue_final_event
+from service.storage.postgres.migrations import LATEST, MIGRATIONS
+from service.storage.postgres.ops import PgOps
+from service.storage.postgres.rows import (
+    INSERT_TASK,
+    insert_event,
+    one_task,
+    task_values,
+    update_task_row,
+)
+
+_SELECT_KEY = "SELECT id, name, prefix, created_at, revoked_at, demo FROM api_keys"
+# Any fixed number: the advisory lock that one migrating process holds while the others wait.
+MIGRATION_LOCK = 0x67727361  # "grsa"
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, place = rest.rpartition("@")
+    if not at:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{place}"
+
+
+async def migrate(conn: Conn) -> int:
+    """Apply pending migrations in one transaction under an advisory lock: replicas starting
+    together take turns, and the later ones find the schema done. Returns the version."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        version = await conn.fetchval("SELECT version FROM schema_version")
+        if version is None:
+            version = 0
+            await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+        if version > LATEST:
+            raise StorageUnavailable(
+                f"database schema {version} is newer than this code ({LATEST})"
+            )
+        for number in range(version + 1, LATEST + 1):
+            for statement in MIGRATIONS[number - 1]:
+                await conn.execute(statement)
+            await conn.execute("UPDATE schema_version SET version = $1", number)
+        return LATEST
+
+
+class PostgresStorage(PgAssets, PgDeliveries, PgOps):
+    """The `Storage` contract on a PostgreSQL database, shared by any number of processes."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        busy_timeout_ms: int = 5000,
+        on_work: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self._pool_size = pool_size
+        self._acquire_timeout = max(busy_timeout_ms, 100) / 1000
+        self._lock_timeout_ms = max(busy_timeout_ms, 100)
+        self._pool = None
+        self._listener = WorkListener(url, on_work) if on_work is not None else None
+
+    async def open(self) -> None:
+        """Connect the pool, migrate (under the advisory lock), and listen for work notices."""
+        settings = {"lock_timeout": str(self._lock_timeout_ms), "application_name": "grsai-relay"}
+        try:
+            pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=10,
+                command_timeout=60,
+                server_settings=settings,
+            )
+        except OPEN_ERRORS as exc:
+            raise StorageUnavailable(
+                f"cannot open the database {safe_url(self.url)}: {exc}"
+            ) from exc
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, DRIVER_ERRORS):
+                raise storage_error(exc) from exc
+            raise
+        self._pool = pool
+        if self._listener is not None:
+            self._listener.start()
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (each write committed when it returned)."""
+        if self._listener is not None:
+            await self._listener.stop()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def ping(self) -> None:
+        """Raise unless the server answers and would accept a write (not a read-only standby)."""
+        writable = await self._fetchval(
+            "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+        )
+        if not writable:
+            raise StorageUnavailable("database unavailable: the server is read-only")
+
+    async def schema_version(self) -> int:
+        """The applied migration version."""
+        return int(await self._fetchval("SELECT version FROM schema_version") or 0)
+
+    async def create_api_key(self, key: ApiKey, key_hash: bytes) -> None:
+        """Insert a key row."""
+
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO api_keys (id, name, prefix, key_hash, created_at, demo)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                key.id, key.name, key.prefix, key_hash, key.created_at, int(key.demo),
+            )  # fmt: skip
+
+        await self._tx(op)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key, newest first."""
+        return [_api_key(r) for r in await self._fetch(f"{_SELECT_KEY} ORDER BY created_at DESC")]
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        """Set revoked_at on the key with this id or prefix."""
+        sql = (
+            "UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR prefix = $2)"
+            " AND revoked_at IS NULL RETURNING id"
+        )
+        return bool(await self._fetch(sql, now, key_id))
+
+    async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
+        """Find an active key by hash."""
+        row = await self._fetchrow(
+            f"{_SELECT_KEY} WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+        )
+        return _api_key(row) if row is not None else None
+
+    async def insert_task(self, task: Task) -> None:
+        """Insert a task; a taken Idempotency-Key raises `DuplicateIdempotencyKey` (the unique
+        index decides, whichever replica got there first)."""
+        inserted = await self._fetch(f"{INSERT_TASK} RETURNING seq", *task_values(task))
+        if not inserted:
+            raise DuplicateIdempotencyKey(task.idempotency_key)
+
+    async def task(self, task_id: str, api_key_id: str | None = None) -> Task | None:
+        """Fetch by id (and owner)."""
+        if api_key_id is None:
+            row = await self._fetchrow(f"{SELECT_TASK} WHERE id = $1", task_id)
+        else:
+            sql = f"{SELECT_TASK} WHERE id = $1 AND api_key_id = $2"
+            row = await self._fetchrow(sql, task_id, api_key_id)
+        return row_task(row) if row is not None else None
+
+    async def task_by_idempotency_key(self, api_key_id: str, key: str) -> Task | None:
+        """Fetch by (owner, Idempotency-Key)."""
+        sql = f"{SELECT_TASK} WHERE api_key_id = $1 AND idempotency_key = $2"
+        row = await self._fetchrow(sql, api_key_id, key)
+        return row_task(row) if row is not None else None
+
+    async def task_by_token_hash(self, token_hash: bytes) -> TaskRef | None:
+        """Fetch the callback target by token hash (three columns, no JSON decoding)."""
+        sql = "SELECT id, upstream_id, status FROM tasks WHERE token_hash = $1"
+        row = await self._fetchrow(sql, token_hash)
+        return TaskRef(row[0], row[1], row[2]) if row is not None else None
+
+    async def list_tasks(
+        self,
+        api_key_id: str,
+        *,
+        status: str | None,
+        model: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[Task]:
+        """Keyset page of the owner's tasks, newest first."""
+        where, params = ["api_key_id = $1"], [api_key_id]
+        for clause, value in (("status =", status), ("model =", model), ("seq <", before_seq)):
+            if value is not None:
+                params.append(value)  # type: ignore[arg-type]  # str | int bound parameters
+                where.append(f"{clause} ${len(params)}")
+        sql = (
+            f"{SELECT_TASK} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ${len(params) + 1}"
+        )
+        return [row_task(row) for row in await self._fetch(sql, *params, limit)]
+
+    async def apply(
+        self, task_id: str, decide: Callable[[Task], Decision], event: Event | None
+    ) -> Decision | None:
+        """Lock the task's row, decide, and store the decision and the event in one transaction:
+        two replicas applying to one task take turns, each deciding on the other's result."""
+
+        async def op(conn: Conn) -> Decision | None:
+            task = await one_task(conn, f"{SELECT_STATE} WHERE id = $1 FOR UPDATE", task_id)
+            if task is None:
+                return None
+            decision = decide(task)
+            if decision.changes:
+                await update_task_row(conn, task_id, decision.changes)
+            if decision.copies:
+                await conn.executemany(
+                    "INSERT INTO assets (task_id, n, upstream_url, status, next_attempt_at)"
+                    " VALUES ($1, $2, $3, 'pending', 0) ON CONFLICT DO NOTHING",
+                    [(task_id, n, url) for n, url in enumerate(decision.copies)],
+                )
+                await notify(conn, "copier")
+            if decision.final_event is not None:
+                await queue_final_event(conn, decision.final_event)
+            if event is not None:
+                await insert_event(conn, event, decision)
+            return decision
+
+        return await self._tx(op)
+
+    async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:
+        """Lease due tasks; rows another replica is claiming right now are skipped."""
+        sql = (
+            f"WITH due AS ({SELECT_TASK} WHERE next_poll_at <= $1 ORDER BY next_poll_at"
+            " LIMIT $2 FOR UPDATE SKIP LOCKED),"
+            " leased AS (UPDATE tasks SET next_poll_at = $3 FROM due WHERE tasks.id = due.id)"
+            " SELECT * FROM due ORDER BY next_poll_at"
+        )
+
+        async def op(conn: Conn) -> list[Task]:
+            return [row_task(row) for row in await conn.fetch(sql, now, limit, lease_until)]
+
+        return await self._tx(op)
+
+    async def events(self, task_id: str) -> list[Event]:
+        """All events of a task in arrival order."""
+        sql = (
+            "SELECT task_id, source, received_at, body, outcome, detail FROM events"
+            " WHERE task_id = $1 ORDER BY id"
+        )
+        return [Event(*row) for row in await self._fetch(sql, task_id)]
