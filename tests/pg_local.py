@@ -11,6 +11,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,7 +24,7 @@ def database_url(name: str) -> str:
     return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
-async def _admin(sql: str) -> None:
+async def _admin(sql: str) -> list[Any]:
     try:
         conn = await asyncpg.connect(ADMIN_URL, timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -32,9 +33,16 @@ async def _admin(sql: str) -> None:
             f" {type(exc).__name__}: {exc}"
         )
     try:
-        await conn.execute(sql)
+        rows: list[Any] = await conn.fetch(sql)
     finally:
         await conn.close()
+    return rows
+
+
+def databases(prefix: str) -> set[str]:
+    """The names of the server's databases that start with `prefix`."""
+    rows = asyncio.run(_admin("SELECT datname FROM pg_database"))
+    return {str(row[0]) for row in rows if str(row[0]).startswith(prefix)}
 
 
 def create_database(name: str) -> str:
