@@ -190,7 +190,8 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             copy_results=settings.mirror_results,
             on_final=finished,
         )
-        assets.clear_staging()
+        # downloads a replica sharing ASSET_DIR still writes are touched within the stall timeout
+        assets.clear_staging(older_than=settings.asset_stall_timeout * 2)
         stop_grace = min(5.0, settings.shutdown_timeout)
         for worker in (deliverer, copier, poller):  # the poller stops first
             stack.push_async_callback(worker.stop, stop_grace)
@@ -204,6 +205,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             settings.submit_rate_per_minute,
             settings.submit_max_in_flight,
             settings.submit_queue_wait,
+            storage,
         )
 
         yield Services(

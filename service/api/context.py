@@ -82,7 +82,7 @@ class OutboundPool(Protocol):
 class Limiter(Protocol):
     """The per-key submission rate limit."""
 
-    def take(self, key_id: str) -> None:
+    async def take(self, key_id: str) -> None:
         """Spend one submission of `key_id` or raise `RateLimited`."""
         ...
 

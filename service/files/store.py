@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
@@ -120,10 +121,18 @@ class LocalAssetStore:
         """Every stored file's hash (a full sweep, for pruning)."""
         return [p.name for p in self.root.glob("??/??/*") if _SHA256.fullmatch(p.name)]
 
-    def clear_staging(self) -> int:
-        """Remove staged files left by a crash; return how many."""
+    def clear_staging(self, older_than: float = 0.0, now: float | None = None) -> int:
+        """Remove staged files left by a crash, untouched for `older_than` seconds; return how
+        many. With a folder shared by replicas, `older_than` spares the downloads another
+        replica is writing right now (a download writes at least every `ASSET_STALL_TIMEOUT`)."""
+        cutoff = (time.time() if now is None else now) - older_than
         removed = 0
         for leftover in self._tmp.glob("dl-*"):
-            leftover.unlink(missing_ok=True)
+            try:
+                if older_than and leftover.stat().st_mtime >= cutoff:
+                    continue
+                leftover.unlink()
+            except FileNotFoundError:
+                continue
             removed += 1
         return removed

@@ -6,50 +6,54 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from typing import Protocol
 
 from service.clock import Clock
 from service.domain.errors import RateLimited, UpstreamUnavailable
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
+class Buckets(Protocol):
+    """Where token buckets are kept (the storage)."""
+
+    async def take_token(self, bucket: str, now: float, rate: float, burst: float) -> float:
+        """Spend a token, or return the seconds until one is there."""
 
 
 class SubmitLimiter:
-    """`per_minute` submissions per key with bursts up to the same number (0 turns it off)."""
+    """`per_minute` submissions per key with bursts up to the same number (0 turns it off).
+
+    The buckets live in the storage (`Storage.take_token`): on PostgreSQL every replica
+    spends from the same bucket per key; the in-flight cap is per process.
+    """
 
     def __init__(
-        self, clock: Clock, per_minute: float, max_in_flight: int, queue_wait: float
+        self,
+        clock: Clock,
+        per_minute: float,
+        max_in_flight: int,
+        queue_wait: float,
+        buckets: Buckets,
     ) -> None:
         self._clock = clock
         self._rate = per_minute / 60.0
         self._burst = per_minute
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets = buckets
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._queue_wait = queue_wait
 
-    def take(self, key_id: str) -> None:
+    async def take(self, key_id: str) -> None:
         """Spend one token of `key_id`'s bucket or raise `RateLimited` with Retry-After."""
         if self._rate <= 0:
             return
-        now = self._clock.now()
-        bucket = self._buckets.get(key_id)
-        if bucket is None:
-            bucket = self._buckets[key_id] = _Bucket(self._burst, now)
-        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self._rate)
-        bucket.updated = now
-        if bucket.tokens < 1:
-            wait = math.ceil((1 - bucket.tokens) / self._rate)
+        wait = await self._buckets.take_token(
+            f"submit:{key_id}", self._clock.now(), self._rate, self._burst
+        )
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
             raise RateLimited(
-                f"more than {self._burst:g} submissions a minute; retry in {wait} s",
-                retry_after=wait,
+                f"more than {self._burst:g} submissions a minute; retry in {seconds} s",
+                retry_after=seconds,
             )
-        bucket.tokens -= 1
-        if len(self._buckets) > 100_000:  # forget full buckets so memory stays bounded
-            self._buckets = {k: b for k, b in self._buckets.items() if b.tokens < self._burst}
 
     @contextlib.asynccontextmanager
     async def upstream_slot(self) -> AsyncIterator[None]:

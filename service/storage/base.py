@@ -134,6 +134,10 @@ class Storage(Protocol):
         never read them.
         """
 
+    async def take_token(self, bucket: str, now: float, rate: float, burst: float) -> float:
+        """Spend one token of `bucket` (`domain.limits`); return 0.0, or the seconds until one
+        is there (nothing spent). Every process sharing the database shares the bucket."""
+
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:
         """Take up to `limit` tasks whose poll is due, pushing their next poll to `lease_until`."""
 

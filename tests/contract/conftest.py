@@ -1,13 +1,16 @@
-"""The storage contract suite: every test runs against every configured backend.
+"""The storage contract suite: every test runs against every backend, SQLite and PostgreSQL.
 
-A backend joins by adding its URL factory to `BACKENDS` (PostgreSQL: a server URL from the
-environment; with `CI=true` a missing server must fail, never skip). Tests speak only the
+A backend joins by adding to `BACKENDS` a context manager that yields a fresh, empty database's
+URL and removes the database afterwards. SQLite: a file in the test's `tmp_path`. PostgreSQL: a
+database of its own on the test server (`tests/pgserver.py`, `TEST_POSTGRES_URL`), dropped when
+the test ends; an unreachable server fails the test, never skips it. Tests speak only the
 `Storage` protocol and `service.storage`'s functions, never a backend's own API.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,28 @@ from service.domain.outbox import final_event
 from service.domain.records import ApiKey, Task
 from service.domain.transitions import Decision
 from service.storage import Storage, open_storage
+from tests import pgserver
 
-BACKENDS: dict[str, Callable[[Path], str]] = {
-    "sqlite": lambda folder: f"sqlite:///{folder}/contract.db",
+
+@contextlib.contextmanager
+def sqlite_database(folder: Path) -> Iterator[str]:
+    """A SQLite file in the test's own folder (pytest removes the folder)."""
+    yield f"sqlite:///{folder}/contract.db"
+
+
+@contextlib.contextmanager
+def postgresql_database(_folder: Path) -> Iterator[str]:
+    """A database of its own on the test PostgreSQL server, dropped afterwards."""
+    url = pgserver.create_database()
+    try:
+        yield url
+    finally:
+        pgserver.drop_database(url)
+
+
+BACKENDS: dict[str, Callable[[Path], contextlib.AbstractContextManager[str]]] = {
+    "sqlite": sqlite_database,
+    "postgresql": postgresql_database,
 }
 NOW = 1_700_000_000.0
 KEY = ApiKey("key_main", "main", "grk_main0000", NOW)
@@ -69,9 +91,10 @@ def finishing(status: str, at: float, *copies: str) -> Callable[[Task], Decision
 
 
 @pytest.fixture(name="url", params=sorted(BACKENDS))
-def _url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    factory: Callable[[Path], str] = BACKENDS[request.param]
-    return factory(tmp_path)
+def _url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each backend in turn; storages opened on it close before it goes."""
+    with BACKENDS[request.param](tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(name="storage")

@@ -239,3 +239,22 @@ async def test_status_counts_and_queue_stats(storage: Storage) -> None:
     assert stats["poller"] == (2, 10.0)
     assert stats["copier"] == (0, 0.0)
     assert stats["deliverer"] == (0, 0.0)
+
+
+async def test_text_with_a_nul_byte_is_looked_up_as_missing_and_stored(storage: Storage) -> None:
+    """A NUL in a looked-up id finds nothing; a NUL in stored text never fails the write."""
+    await storage.insert_task(make_task(1))
+    assert await storage.task("task_1\x00") is None
+    assert await storage.task_by_idempotency_key(KEY.id, "k\x00") is None
+    assert (
+        await storage.list_tasks(KEY.id, status=None, model="m\x00", limit=5, before_seq=None) == []
+    )
+
+    def fail(task: Task) -> Decision:
+        return Decision("applied", {"status": "failed", "error": "bad\x00byte"})
+
+    assert await storage.apply("task_1", fail, None) is not None
+    stored = await storage.task("task_1")
+    assert stored is not None
+    assert stored.error is not None
+    assert stored.error.replace("\ufffd", "\x00") == "bad\x00byte"

@@ -11,10 +11,26 @@ import httpx
 import pytest
 
 from service.simulator import SimulatorConfig
+from tests.e2e.backends import Databases, backend_under_test
 from tests.e2e.harness import UPSTREAM_KEY, RelayProcess, SimulatorServer, free_port, relay_env
 
 pytestmark = pytest.mark.e2e
 TERMINAL = ("succeeded", "failed")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, deselect the tests about the SQLite file (`sqlite_only`) and those that
+    start no relay with a database (`no_database`: the SQLite run covers them)."""
+    if backend_under_test() == "sqlite":
+        return
+
+    def left_out(item: pytest.Item) -> bool:
+        return any(item.get_closest_marker(name) for name in ("sqlite_only", "no_database"))
+
+    dropped = [item for item in items if left_out(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not left_out(item)]
 
 
 @pytest.fixture(name="simulator")
@@ -28,14 +44,33 @@ def _simulator() -> Iterator[SimulatorServer]:
 RelayFactory = Callable[..., RelayProcess]
 
 
+@pytest.fixture(name="databases")
+def _databases(tmp_path: Path) -> Iterator[Databases]:
+    """This test's databases on the backend `RELAY_TEST_BACKEND` names; dropped at teardown."""
+    databases = Databases(tmp_path)
+    try:
+        yield databases
+    finally:
+        databases.drop_all()
+
+
 @pytest.fixture(name="start_relay")
-def _start_relay(tmp_path: Path, simulator: SimulatorServer) -> Iterator[RelayFactory]:
-    """Start relays (callback mode by default); all are stopped at teardown."""
+def _start_relay(
+    tmp_path: Path, simulator: SimulatorServer, databases: Databases
+) -> Iterator[RelayFactory]:
+    """Start relays (callback mode by default); all are stopped at teardown.
+
+    Relays started with the same `db_name` share a database, and the `assets` folder beside
+    that name in the test's folder.
+    """
     started: list[RelayProcess] = []
 
     def start(*, public: bool = True, db_name: str = "relay.db", **extra: str) -> RelayProcess:
         port = free_port()
-        env = relay_env(tmp_path / db_name, simulator.url, public=public, port=port, **extra)
+        assets = (tmp_path / db_name).parent / "assets"
+        env = relay_env(
+            databases.url(db_name), assets, simulator.url, public=public, port=port, **extra
+        )
         relay = RelayProcess(tmp_path, env, port=port)
         started.append(relay)
         return relay.start()

@@ -1,4 +1,8 @@
-"""Real servers for end-to-end tests: the relay as a subprocess, the simulator in a thread."""
+"""Real servers for end-to-end tests: the relay as a subprocess, the simulator in a thread.
+
+Every relay a test starts uses the backend `RELAY_TEST_BACKEND` names, `sqlite` (the default) or
+`postgresql` (`tests/e2e/backends.py`); `RelayProcess.query` reads either.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import uvicorn
 
 from service.simulator import SimulatorConfig
 from service.simulator.app import simulator_server
+from tests import pgserver
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_KEY = "sk-e2e-upstream"
@@ -210,12 +215,27 @@ class RelayProcess:
         return self.start()
 
     @property
+    def backend(self) -> str:
+        """`sqlite` or `postgresql`, from the relay's `DATABASE_URL`."""
+        return "sqlite" if self.env["DATABASE_URL"].startswith("sqlite:") else "postgresql"
+
+    @property
     def db_path(self) -> Path:
-        """The SQLite file this relay uses."""
+        """The SQLite file this relay uses (only SQLite has one)."""
+        if self.backend != "sqlite":
+            raise TypeError(
+                "db_path: this relay runs on PostgreSQL; a test about the SQLite file"
+                " must be marked sqlite_only"
+            )
         return Path(self.env["DATABASE_URL"].removeprefix("sqlite:///"))
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one read-only query against the relay's SQLite file (it may be running)."""
+        """Run one read-only query (`?` placeholders) on the relay's database (it may be running).
+
+        Either backend gives Python values: str, int, float, None, and bytes for BLOB/bytea.
+        """
+        if self.backend != "sqlite":
+            return pgserver.fetch(self.env["DATABASE_URL"], sql, params)
         uri = f"file:{self.db_path}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
             rows: list[tuple[Any, ...]] = db.execute(sql, params).fetchall()
@@ -247,20 +267,20 @@ def webhook_token_hash(webhook: str) -> bytes:
 
 
 def relay_env(
-    db_path: Path, simulator_url: str, *, public: bool, port: int, **extra: str
+    database_url: str, asset_dir: Path, simulator_url: str, *, public: bool, port: int, **extra: str
 ) -> dict[str, str]:
     """Settings for a relay under test: fast timers, the simulator as GrsAI."""
     env = {
         "GRSAI_API_KEY": UPSTREAM_KEY,
         "GRSAI_BASE_URL": simulator_url,
-        "DATABASE_URL": f"sqlite:///{db_path}",
+        "DATABASE_URL": database_url,
         "POLL_FIRST_DELAY": "0.1",
         "POLL_MAX_INTERVAL": "0.5",
         "POLLER_TICK": "0.05",
         "CALLBACK_SILENCE": "1.0",
         "NOT_FOUND_GRACE": "2.0",
         "LOG_LEVEL": "warning",
-        "ASSET_DIR": str(db_path.parent / "assets"),
+        "ASSET_DIR": str(asset_dir),
         "ASSET_TICK": "0.05",
         "ASSET_RETRY_DELAYS": "0.2,0.5,1",
         "FETCH_ALLOW_NETWORKS": "127.0.0.0/8",

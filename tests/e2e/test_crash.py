@@ -1,7 +1,7 @@
 """kill -9 durability: the relay dies at random moments while callbacks pour in, and loses nothing.
 
 The relay runs as `python -m service serve` and is killed with SIGKILL (no shutdown code runs),
-then restarted on the same port and SQLite file. Everything the relay acknowledged must be in
+then restarted on the same port and database. Everything the relay acknowledged must be in
 the database, every task must end exactly as GrsAI (the simulator) holds it, and no task may
 reach GrsAI twice.
 """
@@ -70,7 +70,7 @@ def _simulator() -> Iterator[SimulatorServer]:
 
 @dataclass(frozen=True)
 class Row:
-    """One task row, read straight from the SQLite file."""
+    """One task row, read straight from the database."""
 
     id: str
     status: str

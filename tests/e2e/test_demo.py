@@ -10,16 +10,17 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.backends import Databases
 from tests.e2e.conftest import auth, wait_for_task
 from tests.e2e.harness import UPSTREAM_KEY, RelayProcess, SimulatorServer, free_port
 
 BANNER_RULE = "=" * 78
 
 
-def demo_relay(workdir: Path, **extra: str) -> RelayProcess:
-    """A relay without GRSAI_API_KEY (demo mode) on `workdir`'s database, JSON logs."""
+def demo_relay(workdir: Path, database_url: str, **extra: str) -> RelayProcess:
+    """A relay without GRSAI_API_KEY (demo mode) run in `workdir` on that database, JSON logs."""
     env = {
-        "DATABASE_URL": f"sqlite:///{workdir / 'relay.db'}",
+        "DATABASE_URL": database_url,
         "ASSET_DIR": str(workdir / "assets"),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
@@ -36,6 +37,15 @@ def banner(relay: RelayProcess) -> tuple[list[str], list[dict[str, Any]]]:
     return lines[first : last + 1], records
 
 
+def saved_key_file(relay: RelayProcess) -> Path:
+    """The one file demo mode saved its key in: beside the SQLite file, or (PostgreSQL) beside
+    the result files' folder, named after the database."""
+    if relay.backend == "sqlite":
+        return relay.db_path.with_name(relay.db_path.name + ".demo-key")
+    [found] = Path(relay.env["ASSET_DIR"]).parent.glob("demo-key-*")
+    return found
+
+
 def shown(lines: list[str], label: str) -> str:
     """The value the banner prints after `label`."""
     [line] = [line for line in lines if line.strip().startswith(label)]
@@ -43,21 +53,21 @@ def shown(lines: list[str], label: str) -> str:
 
 
 async def test_one_demo_key_across_restarts_refused_once_grsai_key_is_set(
-    tmp_path: Path, simulator: SimulatorServer, client: httpx.AsyncClient
+    tmp_path: Path, databases: Databases, simulator: SimulatorServer, client: httpx.AsyncClient
 ) -> None:
     """Restarts reuse the saved key and signing secret; with GRSAI_API_KEY set it gets 401."""
-    demo = demo_relay(tmp_path)
+    demo = demo_relay(tmp_path, databases.url())
     lines, _ = banner(demo)
     key, signing = shown(lines, "Demo API key:"), shown(lines, "Signing secret:")
     assert key.startswith("grk_")
     assert signing.startswith("whsec_")
-    key_file = tmp_path / "relay.db.demo-key"
+    key_file = saved_key_file(demo)
     assert key_file.read_text() == f"{key}\n"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert (await client.get(f"{demo.url}/v1/tasks", headers=auth(key))).status_code == 200
     assert demo.terminate() == 0
 
-    again = demo_relay(tmp_path)
+    again = demo_relay(tmp_path, databases.url())
     lines, _ = banner(again)
     assert (shown(lines, "Demo API key:"), shown(lines, "Signing secret:")) == (key, signing)
     assert (await client.get(f"{again.url}/v1/tasks", headers=auth(key))).status_code == 200
@@ -92,10 +102,10 @@ async def test_one_demo_key_across_restarts_refused_once_grsai_key_is_set(
 
 
 async def test_demo_logs_each_request_once_and_labels_the_simulator(
-    tmp_path: Path, client: httpx.AsyncClient
+    tmp_path: Path, databases: Databases, client: httpx.AsyncClient
 ) -> None:
     """Every line but the banner is JSON; one per request; the simulator's start lines say so."""
-    demo = demo_relay(tmp_path)
+    demo = demo_relay(tmp_path, databases.url())
     lines, _ = banner(demo)
     key = shown(lines, "Demo API key:")
     created = await client.post(

@@ -18,7 +18,7 @@ from service.simulator import SimulatorConfig
 from tests import grsai_clients as grsai
 from tests.e2e.harness import UPSTREAM_KEY, SimulatorServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.no_database]
 
 # (path, model, whether GrsAI puts the result URL at the top level for it)
 FAMILIES = [

@@ -10,7 +10,6 @@ Cases the relay got wrong carried `bug=`; every one is fixed and runs in the tab
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -74,10 +73,8 @@ class Arena:
         )
 
     def events(self) -> list[tuple[str, str]]:
-        """(task id, outcome) of every stored event, straight from the SQLite file."""
-        path = self.relay.env["DATABASE_URL"].removeprefix("sqlite:///")
-        with sqlite3.connect(path) as db:
-            rows = db.execute("SELECT task_id, outcome FROM events ORDER BY id").fetchall()
+        """(task id, outcome) of every stored event, straight from the database."""
+        rows = self.relay.query("SELECT task_id, outcome FROM events ORDER BY id")
         return [(str(t), str(o)) for t, o in rows]
 
 

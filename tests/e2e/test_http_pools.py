@@ -29,7 +29,7 @@ from service.upstream.netguard import UrlGuard, parse_networks
 from tests.e2e.faulty_upstream import FaultyUpstream
 from tests.unit.conftest import relay_settings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.no_database]
 
 Send = Callable[[str, Timeout], Coroutine[Any, Any, Any]]
 Settle = Callable[[], Awaitable[None]]

@@ -1,9 +1,8 @@
-"""End to end: real relay under uvicorn, real simulator, real SQLite, real HTTP on 127.0.0.1."""
+"""End to end: real relay under uvicorn, real simulator, real database, real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import httpx
@@ -34,12 +33,10 @@ async def sim_task(client: httpx.AsyncClient, sim: SimulatorServer, upstream_id:
 
 
 def events(relay: RelayProcess, task_id: str) -> list[tuple[str, str]]:
-    """(source, outcome) of every stored event of a task, straight from the SQLite file."""
-    path = relay.env["DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        rows = db.execute(
-            "SELECT source, outcome FROM events WHERE task_id = ? ORDER BY id", (task_id,)
-        ).fetchall()
+    """(source, outcome) of every stored event of a task, straight from the database."""
+    rows = relay.query(
+        "SELECT source, outcome FROM events WHERE task_id = ? ORDER BY id", (task_id,)
+    )
     return [(str(s), str(o)) for s, o in rows]
 
 

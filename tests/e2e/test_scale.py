@@ -116,7 +116,7 @@ async def all_tasks(client: httpx.AsyncClient, relay: RelayProcess, key: str) ->
 
 
 async def wait_all_terminal(relay: RelayProcess, ids: set[str], within: float) -> None:
-    """Wait until every task in `ids` is terminal, reading the SQLite file."""
+    """Wait until every task in `ids` is terminal, reading the database."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:

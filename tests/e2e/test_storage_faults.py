@@ -2,6 +2,10 @@
 
 Callbacks must get a 503 (GrsAI may retry) instead of a 200 for data that was not stored,
 /readyz must say so, and the service must recover by itself once the fault clears.
+
+Both faults are made on the SQLite file itself (another process holding its write lock, the
+filesystem under it filling up), so these tests are `sqlite_only`: with PostgreSQL the server
+owns its files and locks, and the PostgreSQL run deselects them.
 """
 
 from __future__ import annotations
@@ -67,14 +71,14 @@ async def _stored_progress(
     return int(response.json()["progress"])
 
 
+@pytest.mark.sqlite_only  # holds the SQLite file's write lock from another process
 async def test_locked_database_gives_503_then_recovers(
     start_relay: RelayFactory, simulator: SimulatorServer, client: httpx.AsyncClient
 ) -> None:
     """While another process holds the write lock, callbacks get 503; afterwards 200 again."""
     relay = start_relay(SQLITE_BUSY_TIMEOUT_MS="200")
     key, task, webhook = await _parked_task(client, relay, simulator)
-    path = relay.env["DATABASE_URL"].removeprefix("sqlite:///")
-    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker = sqlite3.connect(relay.db_path, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
         refused = await client.post(webhook, json=_progress(task, 10))
@@ -93,6 +97,7 @@ async def test_locked_database_gives_503_then_recovers(
     assert (await client.get(f"{relay.url}/readyz")).status_code == 200
 
 
+@pytest.mark.sqlite_only  # fills the filesystem the SQLite file lives on
 async def test_full_disk_gives_503_then_recovers(
     start_relay: RelayFactory,
     simulator: SimulatorServer,

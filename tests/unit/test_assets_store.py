@@ -173,3 +173,11 @@ def test_store_creates_its_directories(tmp_path: Path) -> None:
     root = tmp_path / "deep" / "assets"
     LocalAssetStore(root)
     assert (root / "tmp").is_dir()
+
+
+async def test_clear_staging_spares_downloads_still_being_written(store: LocalAssetStore) -> None:
+    """With an age, only staged files untouched that long go: another replica's live ones stay."""
+    old, fresh = stage(store, b"crashed"), stage(store, b"in progress")
+    os.utime(old, (OLD, OLD))
+    assert store.clear_staging(older_than=60.0, now=OLD + 61) == 1
+    assert [p.name for p in (store.root / "tmp").iterdir()] == [fresh.name]

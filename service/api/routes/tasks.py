@@ -39,7 +39,7 @@ async def create_task(request: Request) -> JSONResponse:
     key = await authenticate(request)
     svc = services(request)
     try:
-        svc.limiter.take(key.id)
+        await svc.limiter.take(key.id)
     except RelayError:
         svc.metrics.rate_limited.inc()
         raise

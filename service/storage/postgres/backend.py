@@ -23,6 +23,7 @@ from service.storage.postgres.core import (
     storage_error,
 )
 from service.storage.postgres.deliveries import PgDeliveries, queue_final_event
+from service.storage.postgres.limits import PgLimits
 from service.storage.postgres.migrations import LATEST, MIGRATIONS
 from service.storage.postgres.ops import PgOps
 from service.storage.postgres.rows import (
@@ -40,6 +41,24 @@ MIGRATION_LOCK = 0x67727361  # "grsa"
 
 def _api_key(row: Any) -> ApiKey:
     return ApiKey(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL. A NUL from outside (an id in a URL, an error message
+    # from GrsAI) becomes U+FFFD: a lookup finds nothing (404, never a 503) and a write stores
+    # the rest of the text instead of failing.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _same(text: str) -> str:
+    return text
+
+
+async def setup_connection(conn: Any) -> None:
+    """Every pooled connection encodes text parameters through `_no_nul`."""
+    await conn.set_type_codec(
+        "text", schema="pg_catalog", encoder=_no_nul, decoder=_same, format="text"
+    )
 
 
 def safe_url(url: str) -> str:
@@ -72,7 +91,7 @@ async def migrate(conn: Conn) -> int:
         return LATEST
 
 
-class PostgresStorage(PgAssets, PgDeliveries, PgOps):
+class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
     """The `Storage` contract on a PostgreSQL database, shared by any number of processes."""
 
     def __init__(
@@ -101,6 +120,7 @@ class PostgresStorage(PgAssets, PgDeliveries, PgOps):
                 timeout=10,
                 command_timeout=60,
                 server_settings=settings,
+                init=setup_connection,
             )
         except OPEN_ERRORS as exc:
             raise StorageUnavailable(

@@ -8,7 +8,8 @@ bodies BYTEA, the JSON columns compact JSON text (written and read the same way 
 from __future__ import annotations
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    # 1: the schema of SQLite version 4: keys, tasks, events, copies, client callbacks
+    # 1: the schema of SQLite version 4 (keys, tasks, events, copies, client callbacks), and the
+    # rate-limit buckets that SQLite keeps in memory
     (
         """CREATE TABLE api_keys (
             id TEXT PRIMARY KEY,
@@ -121,6 +122,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id, id)",
         "CREATE TABLE gone_urls (url TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)",
+        # rate-limit token buckets shared by every replica (`domain.limits`)
+        """CREATE TABLE rate_buckets (
+            bucket TEXT PRIMARY KEY,
+            tokens DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
     ),
 )
 

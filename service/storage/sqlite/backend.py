@@ -16,6 +16,7 @@ from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.sqlite.assets import SQLiteAssets
 from service.storage.sqlite.deliveries import SQLiteDeliveries, queue_final_event
 from service.storage.sqlite.files import make_folder, open_failure
+from service.storage.sqlite.limits import SQLiteLimits
 from service.storage.sqlite.migrations import LATEST, MIGRATIONS
 from service.storage.sqlite.ops import SQLiteOps
 from service.storage.sqlite.rows import (
@@ -78,7 +79,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
-class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
+class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps, SQLiteLimits):
     """The `Storage` contract on a SQLite file."""
 
     def __init__(
@@ -98,6 +99,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps):
         self._reader: aiosqlite.Connection | None = None
         self._fast: sqlite3.Connection | None = None
         self._on_commit = on_commit  # metrics: (perf_counter at start, batch size) per commit
+        self._buckets = {}
 
     def _writer_connection(self) -> sqlite3.Connection:
         conn = connect(self.path, self._busy_timeout_ms)
