@@ -18,18 +18,23 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import pgserver
 from tests.e2e.conftest import RelayFactory, auth, wait_for_task
 from tests.e2e.harness import RelayProcess
-from tests.pg_local import fresh_database
 
 HANG_GUARD = 120.0  # seconds; a loaded 2-core machine is many times slower than an idle one
+# PostgreSQL whatever RELAY_TEST_BACKEND says (SQLite refuses several workers): one run covers it
+pytestmark = pytest.mark.no_database
 
 
 @pytest.fixture(name="database_url")
 def _database_url() -> Iterator[str]:
     """An empty PostgreSQL database of this test's own."""
-    with fresh_database() as url:
+    url = pgserver.create_database()
+    try:
         yield url
+    finally:
+        pgserver.drop_database(url)
 
 
 def workers_of(parent: int) -> set[int]:

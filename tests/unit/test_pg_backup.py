@@ -22,22 +22,28 @@ from service.domain.transitions import Decision
 from service.storage import BackupError, Event, Storage, backup_database, open_storage
 from service.storage.postgres.backup import MISSING_TOOLS, redacted, without_password
 from service.storage.postgres.migrations import LATEST
+from tests import pgserver
 from tests.contract.conftest import KEY, NOW, key_hash, make_task
-from tests.pg_local import fresh_database
+
+
+def _database() -> Iterator[str]:
+    url = pgserver.create_database()
+    try:
+        yield url
+    finally:
+        pgserver.drop_database(url)
 
 
 @pytest.fixture(name="url")
 def _url() -> Iterator[str]:
     """An empty database of this test's own."""
-    with fresh_database() as url:
-        yield url
+    yield from _database()
 
 
 @pytest.fixture(name="copy_url")
 def _copy_url() -> Iterator[str]:
     """A second empty database, to restore into."""
-    with fresh_database() as url:
-        yield url
+    yield from _database()
 
 
 @pytest.fixture(name="storage")
