@@ -20,12 +20,15 @@ TERMINAL = ("succeeded", "failed")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On PostgreSQL, deselect the tests about the SQLite file (`sqlite_only`) and those that
-    start no relay with a database (`no_database`: the SQLite run covers them)."""
+    start no relay with a database (`no_database`: the SQLite run covers them); on SQLite, the
+    tests about the PostgreSQL server (`postgresql_only`)."""
     if backend_under_test() == "sqlite":
-        return
+        names: tuple[str, ...] = ("postgresql_only",)
+    else:
+        names = ("sqlite_only", "no_database")
 
     def left_out(item: pytest.Item) -> bool:
-        return any(item.get_closest_marker(name) for name in ("sqlite_only", "no_database"))
+        return any(item.get_closest_marker(name) for name in names)
 
     dropped = [item for item in items if left_out(item)]
     if dropped:

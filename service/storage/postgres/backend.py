@@ -137,6 +137,7 @@ class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
         self._pool = pool
         if self._listener is not None:
             self._listener.start()
+            await self._listener.started(patience=10.0)
 
     async def close(self) -> None:
         """Stop listening and close every connection (each write committed when it returned)."""

@@ -26,6 +26,7 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. a connection the server cut, caught mid-operation
     OSError,
     TimeoutError,
 )
@@ -124,6 +125,15 @@ class WorkListener:
     def start(self) -> None:
         """Listen in the background."""
         self._task = asyncio.create_task(self._run(), name="pg-work-listener")
+
+    async def started(self, patience: float) -> None:
+        """Wait until it listens (notices sent before are not heard), at most `patience` s; if
+        it cannot connect by then it goes on trying in the background (the ticks cover the gap)."""
+        try:
+            async with asyncio.timeout(patience):
+                await self.connected.wait()
+        except TimeoutError:
+            log.warning("work notices: not listening yet; workers rely on their ticks meanwhile")
 
     async def stop(self) -> None:
         """Stop listening and close the connection."""
