@@ -2,6 +2,7 @@
 
     scripts/bench [--quick | --smoke] [--duration S] [--connections N] [--tasks 10k,1m]
                   [--out DIR] [--generator auto|wrk|python] [--keep] [--only LIST]
+                  [--database postgresql://user@host:5432/postgres]
 
 Starts, on 127.0.0.1 only: the GrsAI simulator, a stock Starlette app on stock
 `uvicorn[standard]` (the `hello` and `post_noop` ceilings), the relay itself as a user runs it
@@ -12,30 +13,33 @@ another process (Debian's package, installed when missing and possible) with
 bounded in time. Results go to `<out>/<timestamp>.md` and `.json`; every figure is given as
 req/s, p50, p99, as a ratio to its ceiling and, where there is one, to the naive peer, since
 absolute numbers drift from machine to machine and run to run.
+
+With `--database`, every relay scenario but the soak also runs on PostgreSQL (callbacks and
+lookups with one relay process and with two), in databases the run makes on that server and
+drops at the end (see `benchlib.pg`), each beside its SQLite run and compared with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import signal
-import subprocess  # git and wrk for the report's header
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from benchlib import procs
+from benchlib.about import machine, notes
 from benchlib.load import Generator, find_wrk
+from benchlib.pg import PgServer
+from benchlib.pgscenarios import PgBench
 from benchlib.report import Results
 from benchlib.runner import FINAL_EVERY, Config
-from benchlib.scenarios import Bench
 from benchlib.targets import evaluate
 
 PRESETS = {
@@ -136,90 +140,18 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--keep", action="store_true", help="keep the work directory (databases)")
     top.add_argument(
+        "--database",
+        metavar="URL",
+        help="also run on PostgreSQL: a server URL (postgresql://user@host:5432/postgres) where"
+        " the run may create and drop its own databases (grsai_bench_<pid>_*)",
+    )
+    top.add_argument(
         "--only",
         type=scenario_names,
         metavar="LIST",
         help=f"run only these scenarios (ceilings always run): {','.join(SCENARIOS)}",
     )
     return top
-
-
-def machine(generator: Generator) -> dict[str, Any]:
-    """What the report says about where it ran."""
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    wrk_version = ""
-    if generator.wrk:
-        done = _quiet([generator.wrk, "--version"])
-        wrk_version = done.split("[")[0].strip() if done else "wrk"
-    commit = _quiet(["git", "-C", str(procs.ROOT), "rev-parse", "--short", "HEAD"]) or "unknown"
-    if _quiet(["git", "-C", str(procs.ROOT), "status", "--porcelain", "--untracked-files=no"]):
-        commit += " (with uncommitted changes)"
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "generator": wrk_version or "Python generator (httpx)",
-        "commit": commit,
-    }
-
-
-def _quiet(argv: list[str]) -> str:
-    """A command's first output line, or '' when it fails."""
-    if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
-        return ""
-    try:
-        done = subprocess.run(  # noqa: S603  # git or wrk with fixed arguments
-            argv, capture_output=True, check=False, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    text = (done.stdout or done.stderr).decode(errors="replace").strip()
-    return text.splitlines()[0] if text else ""
-
-
-def notes(generator: Generator, cfg: Config) -> list[str]:
-    """What a reader must know to read the figures."""
-    return [
-        "Ceilings (`hello`, `post_noop`) are measured at the start and at the end of the run;"
-        " ratios use their mean, and the two measurements show the drift.",
-        "The relay runs as `python -m service serve` with its default settings but for those"
-        " listed at the top, logging to a file; a fresh copy of the seeded database per"
-        " scenario. The simulator answers polls for every seeded task as GrsAI would (running,"
-        " or succeeded with the result its final callback names), so verification polls and"
-        " the poller get real answers. Before each relay starts, the tasks the run is about"
-        " are made due for a poll within the default callback silence window (as if each had"
-        " news in the last minute), so the poller polls those that stay silent; the other"
-        " seeded tasks are not due. `simulator polls` in the JSON counts the polls per run.",
-        "Callbacks: each request is a unique body for a seeded running task, progress rising"
-        " by round; one task in 16 gets a `succeeded` final as its first callback (verified by"
-        " a poll, its result file then copied), and any later `running` callback to it is a"
-        " late one (stored, outcome `stale`). Outcomes are counted in the database after each"
-        " run.",
-        "Lookups draw ids at random from up to 100,000 tasks spread over the whole table.",
-        "The naive peer gets the same plans right after the relay (callbacks: a fresh copy of"
-        " its database seeded with the same tasks; lookups: its database of the same size)."
-        " It neither verifies, nor polls, nor copies results, nor logs requests.",
-        "Submissions use the prompt directive `[sim:drop]` so the simulator sends no callbacks;"
-        " the direct run sends the simulator exactly what the relay sends it (with webHook)."
-        " The simulator keeps every task in memory, so it is restarted before each run that"
-        " submits (its growing heap would otherwise slow later runs down).",
-        (
-            f"Load generator: wrk with {generator.threads} threads, on the same cores as the"
-            " servers."
-            if generator.wrk
-            else "Load generator: the Python fallback. It saturates long before the servers do,"
-            " so absolute figures are floors and ratios come out closer to 1 than they are."
-        ),
-        f"The submit runs use 1 and {cfg.submit_connections} connections; the target on"
-        " added latency is judged at 1 connection.",
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         if wrk is None:
             print("bench: wrk unavailable, using the Python generator", file=sys.stderr)
     generator = Generator(wrk, threads=min(2, os.cpu_count() or 1))
+    workdir = Path(tempfile.mkdtemp(prefix="grsai-bench-"))
+    pg = PgServer(ns.database, workdir) if ns.database else None
+    try:
+        pg_version = pg.version() if pg is not None else None
+    except RuntimeError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     started = datetime.now(UTC)
     results = Results(
         started=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -259,14 +199,16 @@ def main(argv: list[str] | None = None) -> int:
             "submit_connections": cfg.submit_connections,
             "tasks": cfg.sizes,
             "relay_settings": procs.RELAY_SETTINGS,
+            "postgresql": pg_version,
         },
-        notes=notes(generator, cfg),
+        notes=notes(generator, cfg, pg_version),
     )
-    workdir = Path(tempfile.mkdtemp(prefix="grsai-bench-"))
     clock = time.monotonic()
     try:
-        run_all(Bench(cfg, generator, workdir, results), ns.only or frozenset(SCENARIOS))
+        run_all(PgBench(cfg, generator, workdir, results, pg), ns.only or frozenset(SCENARIOS))
     finally:
+        if pg is not None:
+            pg.drop_all()
         if ns.keep:
             print(f"bench: work directory kept: {workdir}", file=sys.stderr)
         else:
@@ -280,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_all(bench: Bench, only: frozenset[str]) -> None:
+def run_all(bench: PgBench, only: frozenset[str]) -> None:
     """The chosen scenarios in order; servers stopped whatever happens."""
     sim = procs.simulator(bench.workdir, FINAL_EVERY)
     bench.sim_url = sim.url
@@ -303,9 +245,17 @@ def run_all(bench: Bench, only: frozenset[str]) -> None:
             "mixed": lambda: bench.mixed(sim),
             "soak": lambda: bench.soak(sim),
         }
+        on_postgres: dict[str, Callable[[], None]] = {
+            "callbacks": lambda: bench.pg_callbacks(sim),
+            "lookups": lambda: bench.pg_lookups(sim),
+            "submissions": lambda: bench.pg_submissions(sim),
+            "mixed": lambda: bench.pg_mixed(sim),
+        }
         for name in SCENARIOS:
             if name in only:
                 scenarios[name]()
+                if bench.pg is not None and name in on_postgres:
+                    on_postgres[name]()
         bench.ceilings(baseline)
     finally:
         for stop in reversed(stack):

@@ -19,6 +19,7 @@ import math
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -171,9 +172,28 @@ def settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None:
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling `on_started` once the app has started and the socket serves."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start as uvicorn does, then report it."""
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+
+def serve(
+    app: Starlette,
+    settings: Settings,
+    sock: socket.socket,
+    on_started: Callable[[], None] | None = None,
+) -> None:
     """Run `app` on the bound `sock` until SIGINT/SIGTERM, then drain in-flight requests within
-    SHUTDOWN_TIMEOUT.
+    SHUTDOWN_TIMEOUT. `on_started` is called once the app has started and serves.
 
     uvicorn re-raises the signal it caught once it has shut down, which would end the process
     "killed by SIGTERM"; a graceful stop is a success, so the re-raised SIGTERM is absorbed and
@@ -182,12 +202,17 @@ def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     settle_heap()
     try:
-        _run(app, settings, sock)
+        _run(app, settings, sock, on_started)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(app: Starlette, settings: Settings, sock: socket.socket) -> None:
+def _run(
+    app: Starlette,
+    settings: Settings,
+    sock: socket.socket,
+    on_started: Callable[[], None] | None,
+) -> None:
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
@@ -200,7 +225,7 @@ def _run(app: Starlette, settings: Settings, sock: socket.socket) -> None:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         timeout_keep_alive=5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, on_started)
     # uvicorn re-raises the SIGINT it stopped on, once stopped
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])  # bound before anything else started (see `preflight`)

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
     model_catalog: str | None = None
     verify_callbacks: bool = True
     webhook_max_body_bytes: int = Field(default=1024 * 1024, gt=0)

@@ -51,7 +51,9 @@ def die_with_parent() -> None:
 
 def base_env(extra: dict[str, str]) -> dict[str, str]:
     """This process's environment without relay settings a user may have set, plus `extra`."""
-    own = ("GRSAI_", "PUBLIC_", "DATABASE_", "SQLITE_", "VERIFY_", "LOG_", "SUBMIT_", "MIRROR_")
+    # settings a user may have set; WORKERS too: a relay runs one process unless a run asks
+    own: tuple[str, ...] = ("GRSAI_", "PUBLIC_", "DATABASE_", "SQLITE_", "VERIFY_", "LOG_")
+    own += ("SUBMIT_", "MIRROR_", "WORKERS")
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(own)}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(SCRIPTS), str(ROOT), env.get("PYTHONPATH", "")) if p
@@ -71,6 +73,7 @@ class Server:
     port: int = field(default_factory=free_port)
     health: str = "/healthz"
     proc: subprocess.Popen[bytes] | None = None
+    processes: int = 1  # serving processes: with more, start waits for each to log its start
 
     @property
     def url(self) -> str:
@@ -83,7 +86,9 @@ class Server:
         return self.workdir / f"{self.name}-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> Server:
-        """Start it and wait until `health` answers."""
+        """Start it and wait until `health` answers (and, with several processes, until each
+        has logged that its app started: one answering says nothing of the others)."""
+        logged = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603  # our own interpreter and scripts
                 [*self.argv, "--port", str(self.port)],
@@ -98,13 +103,22 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
             try:
-                if httpx.get(self.url + self.health, timeout=1.0).status_code < 500:
+                answered = httpx.get(self.url + self.health, timeout=1.0).status_code < 500
+                if answered and self._started(logged) >= self.processes:
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"{self.name} did not come up within {timeout} s")
+
+    def _started(self, offset: int) -> int:
+        """Processes that logged their app's start since `offset` in the log (1 if only one)."""
+        if self.processes == 1:
+            return 1
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().count(b"Application startup complete")
 
     @property
     def pid(self) -> int:
@@ -155,31 +169,39 @@ RELAY_SETTINGS = {
     "SUBMIT_RATE_PER_MINUTE=0": "in the runs that submit only: the one API key submits far more"
     " than the default 600 a minute, which would be answered 429",
     "SQLITE_SYNCHRONOUS=FULL": "in the FULL callbacks run only (the default is NORMAL)",
+    "DATABASE_URL=postgresql://..., WORKERS=2": "in the PostgreSQL runs only (`--database`):"
+    " a fresh copy of the seeded database per run; WORKERS=2 where a run says 2 workers",
 }
 SUBMITTING = {"SUBMIT_RATE_PER_MINUTE": "0"}
 
 
-def relay_env(db: Path, simulator_url: str, port: int, **extra: str) -> dict[str, str]:
+def relay_env(
+    database_url: str, asset_dir: Path, simulator_url: str, port: int, **extra: str
+) -> dict[str, str]:
     """The relay's settings for a benchmark run: its defaults, pointed at the simulator."""
     return base_env(
         {
             "GRSAI_API_KEY": UPSTREAM_KEY,
             "GRSAI_BASE_URL": simulator_url,
-            "DATABASE_URL": f"sqlite:///{db}",
+            "DATABASE_URL": database_url,
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
-            "ASSET_DIR": str(db.parent / "assets"),
+            "ASSET_DIR": str(asset_dir),
             **extra,
         }
     )
 
 
-def relay(workdir: Path, db: Path, simulator_url: str, **extra: str) -> Server:
-    """The relay, started as a user would: `python -m service serve --port P`."""
+def relay(
+    workdir: Path, database_url: str, asset_dir: Path, simulator_url: str, **extra: str
+) -> Server:
+    """The relay, started as a user would: `python -m service serve --port P` (WORKERS in
+    `extra` for more than one process)."""
     port = free_port()
-    env = relay_env(db, simulator_url, port, **extra)
+    env = relay_env(database_url, asset_dir, simulator_url, port, **extra)
     argv = [sys.executable, "-m", "service", "serve"]
-    return Server("relay", argv, env, workdir, port=port).start()
+    processes = int(extra.get("WORKERS", "1"))
+    return Server("relay", argv, env, workdir, port=port, processes=processes).start()
 
 
 def baseline(workdir: Path) -> Server:

@@ -23,6 +23,7 @@ class Run:
     ceiling: str | None = None  # "hello", "post_noop", or the key of another run
     extra: dict[str, Any] = field(default_factory=dict)
     peer: str | None = None  # the key of the naive peer's run on the same plan
+    versus: str | None = None  # on PostgreSQL: the key of the same plan's run on SQLite
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,27 +78,39 @@ class Results:
             return None
         return run.result.rps / peer.result.rps
 
+    def versus_ratio(self, run: Run) -> float | None:
+        """A PostgreSQL run's req/s over the same plan's on SQLite."""
+        other = self.run(run.versus) if run.versus is not None else None
+        if other is None or not other.result.rps:
+            return None
+        return run.result.rps / other.result.rps
+
     def summary(self) -> list[str]:
-        """The headline table: what | req/s | p50 | p99 | x ceiling | x peer."""
+        """The headline table: what | req/s | p50 | p99 | x ceiling | x peer | x SQLite."""
         out = [
-            "| what | req/s | p50 ms | p99 ms | x ceiling | x peer |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| what | req/s | p50 ms | p99 ms | x ceiling | x peer | x SQLite |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for key, found in self.ceilings.items():
             rps = self.ceiling_rps(key) or 0.0
             p50 = sum(r.p50_ms for r in found) / len(found)
             p99 = sum(r.p99_ms for r in found) / len(found)
-            out.append(f"| `{key}` (stock, mean) | {rps:,.0f} | {p50:.1f} | {p99:.1f} | 1 | |")
-        peers = {run.peer for run in self.runs if run.peer}
+            out.append(f"| `{key}` (stock, mean) | {rps:,.0f} | {p50:.1f} | {p99:.1f} | 1 | | |")
+        headline = {run.peer for run in self.runs if run.peer} | {
+            run.versus for run in self.runs if run.versus
+        }
         for run in self.runs:
-            if run.peer is None and run.key not in peers:
+            if run.peer is None and run.versus is None and run.key not in headline:
                 continue
-            r, ratio, vs = run.result, self.ratio(run), self.peer_ratio(run)
+            r, ratio = run.result, self.ratio(run)
             what = run.title + (f", {run.tasks:,} tasks" if run.tasks else "")
+            if r.connections != self.settings.get("connections"):
+                what += f", {r.connections} connection(s)"
             times = f"{ratio:.2f} x `{run.ceiling}`" if ratio is not None else ""
-            shown = f"**{vs:.2f}**" if vs is not None else ""
+            shown = [_bold(self.peer_ratio(run)), _bold(self.versus_ratio(run))]
             out.append(
-                f"| {what} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {times} | {shown} |"
+                f"| {what} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {times} |"
+                f" {shown[0]} | {shown[1]} |"
             )
         return out
 
@@ -124,6 +137,8 @@ class Results:
                     "ratio": _round(self.ratio(r), 3),
                     "peer": r.peer,
                     "peer_ratio": _round(self.peer_ratio(r), 3),
+                    "versus": r.versus,
+                    "versus_ratio": _round(self.versus_ratio(r), 3),
                     **r.result.to_json(),
                     "extra": r.extra,
                 }
@@ -146,7 +161,7 @@ class Results:
             f"# grsai-relay benchmark, {self.started}",
             "",
             f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['generator']},"
-            f" commit {m['commit']}. One uvicorn worker per server.",
+            f" commit {m['commit']}. One uvicorn worker per server unless a run says more.",
             f"Runs of {s['duration']:g} s ({s['warmup']:g} s warm-up first), soak"
             f" {s['soak']:g} s, {s['connections']} connections unless said otherwise.",
             "",
@@ -165,17 +180,16 @@ class Results:
             "## Throughput and latency",
             "",
             "| run | tasks | conns | req/s | p50 ms | p99 ms | x ceiling | ceiling | x peer"
-            " | 2xx / total |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+            " | x SQLite | 2xx / total |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
         ]
         for key, found in self.ceilings.items():
             for n, r in enumerate(found):
                 when = "start" if n == 0 else "end"
-                out.append(_row(f"**{key}** (ceiling, {when})", None, r, None, "", None))
+                out.append(_row(f"**{key}** (ceiling, {when})", None, r, (None, "", None, None)))
         for run in self.runs:
-            label = run.ceiling or ""
-            ratios = self.ratio(run), label, self.peer_ratio(run)
-            out.append(_row(run.title, run.tasks, run.result, *ratios))
+            ratios = self.ratio(run), run.ceiling or "", self.peer_ratio(run)
+            out.append(_row(run.title, run.tasks, run.result, (*ratios, self.versus_ratio(run))))
         stored = [run for run in self.runs if "outcomes" in run.extra]
         if stored:
             out += ["", "Stored callbacks by outcome (counted in the database after the run):", ""]
@@ -191,11 +205,21 @@ class Results:
         out += [f"| {k} | {v / MB:.1f} |" for k, v in self.memory.items()]
         out += ["", "## Storage", "", "| what | value |", "|---|---:|"]
         out += [f"| {k} | {v:,.0f} |" for k, v in self.storage.items()]
-        out += ["", "## Seeding", "", "| tasks | seconds | file MB | naive peer seconds |"]
-        out += ["|---:|---:|---:|---:|"]
+        out += ["", "## Seeding", ""]
+        pg = any("postgres_seconds" in x for x in self.seeding)
+        out += [
+            "| tasks | seconds | file MB | naive peer seconds |"
+            + (" PostgreSQL seconds | PostgreSQL MB |" if pg else ""),
+            "|---:|---:|---:|---:|" + ("---:|---:|" if pg else ""),
+        ]
         out += [
             f"| {x['tasks']:,} | {x['seconds']:.1f} | {x['bytes'] / MB:.1f} |"
             f" {x.get('naive_seconds', 0.0):.1f} |"
+            + (
+                f" {x.get('postgres_seconds', 0.0):.1f} | {x.get('postgres_bytes', 0) / MB:.1f} |"
+                if pg
+                else ""
+            )
             for x in self.seeding
         ]
         out += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
@@ -214,19 +238,25 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _bold(ratio: float | None) -> str:
+    return f"**{ratio:.2f}**" if ratio is not None else ""
+
+
 def _row(
     title: str,
     tasks: int | None,
     r: LoadResult,
-    ratio: float | None,
-    vs: str,
-    peer: float | None,
+    ratios: tuple[float | None, str, float | None, float | None],
 ) -> str:
+    """A row of the detailed table; `ratios`: x ceiling, which ceiling, x peer, x SQLite."""
+    ratio, vs, peer, sqlite = ratios
     shown = "" if tasks is None else f"{tasks:,}"
     times = "" if ratio is None else f"{ratio:.2f}"
     over_peer = "" if peer is None else f"{peer:.2f}"
+    over_sqlite = "" if sqlite is None else f"{sqlite:.2f}"
     broken = f" (+{r.socket_errors:,} socket errors)" if r.socket_errors else ""
     return (
         f"| {title} | {shown} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.1f} |"
-        f" {r.p99_ms:.1f} | {times} | {vs} | {over_peer} | {r.ok:,} / {r.requests:,}{broken} |"
+        f" {r.p99_ms:.1f} | {times} | {vs} | {over_peer} | {over_sqlite} |"
+        f" {r.ok:,} / {r.requests:,}{broken} |"
     )

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import procs
+from benchlib.databases import Database
 from benchlib.load import Generator, LoadResult
+from benchlib.pg import PgDb, PgServer
 from benchlib.plan import Plan, PlanTask
 from benchlib.report import Results, Run
-from benchlib.seed import Seeded, api_key_id, bench_task, reschedule, seed, seed_naive
+from benchlib.seed import Seeded, api_key_id, bench_task, seed, seed_naive
 from service.settings import Settings
 
 FINAL_EVERY = 16  # every 16th task gets a `succeeded` final as its first callback
@@ -59,14 +61,23 @@ class Config:
 class Runner:
     """The plumbing under the scenarios: servers, plans, load runs, seeded databases."""
 
-    def __init__(self, cfg: Config, gen: Generator, workdir: Path, results: Results) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        gen: Generator,
+        workdir: Path,
+        results: Results,
+        pg: PgServer | None = None,
+    ) -> None:
         self.cfg = cfg
         self.gen = gen
         self.workdir = workdir
         self.results = results
+        self.pg = pg  # the PostgreSQL server of `--database`, if any
         self.key = ""
         self.small: Seeded | None = None
         self.seeded: dict[int, Seeded] = {}
+        self.pg_seeded: dict[int, PgDb] = {}
         self.naive_dbs: dict[int, Path] = {}
         self.sim_url = ""  # where the simulator serves result files (set by `run_all`)
         self.polls = 0  # polls the simulator answered during the last relay's life
@@ -103,14 +114,14 @@ class Runner:
 
     @contextlib.contextmanager
     def relay(
-        self, db: Path, sim: procs.Server, hit: list[PlanTask], **env: str
+        self, db: Database, sim: procs.Server, hit: list[PlanTask], **env: str
     ) -> Iterator[procs.Server]:
         """A relay on `db` for the duration of the block, the tasks it is sent about due
         for polls within the callback silence window (see `seed.reschedule`); counts the
         polls it makes into `self.polls`."""
-        reschedule(db, hit, time.time(), SILENCE)
+        db.reschedule(hit, time.time(), SILENCE)
         before = procs.simulator_polls(sim)
-        server = procs.relay(self.workdir, db, sim.url, **env)
+        server = procs.relay(self.workdir, db.url, db.asset_dir, sim.url, **env)
         try:
             yield server
         finally:
@@ -132,6 +143,13 @@ class Runner:
         shutil.copyfile(source, target)
         return target
 
+    @contextlib.contextmanager
+    def pg_copy(self, size: int, name: str) -> Iterator[PgDb]:
+        """A fresh copy of the PostgreSQL database seeded with `size` tasks, for the block."""
+        assert self.pg is not None
+        with self.pg.copy(self.pg_seeded[size], name) as db:
+            yield db
+
     def add(
         self,
         key: str,
@@ -142,9 +160,10 @@ class Runner:
         ceiling: str | None = None,
         extra: dict[str, object] | None = None,
         peer: str | None = None,
+        versus: str | None = None,
     ) -> Run:
-        """Record a run."""
-        run = Run(key, title, result, tasks, ceiling, extra or {}, peer)
+        """Record a run (`versus`: the key of the same plan's run on SQLite)."""
+        run = Run(key, title, result, tasks, ceiling, extra or {}, peer, versus)
         self.results.runs.append(run)
         print(
             f"bench: {title}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.1f} ms,"
@@ -193,6 +212,25 @@ class Runner:
                 done.bytes_per_task
             )
         self.small = self.seeded[min(self.seeded)]
+        if self.pg is not None:
+            self.seed_pg(base, owner)
+
+    def seed_pg(self, sqlite_base: Path, owner: str) -> None:
+        """The same API key and tasks in one PostgreSQL database per task count, migrated by
+        the relay and filled through PostgreSQL (see `benchlib.pg`)."""
+        assert self.pg is not None
+        base = self.pg.create("base")
+        procs.cli(self.workdir, procs.base_env({"DATABASE_URL": base.url}), "db", "migrate")
+        if base.copy_key(sqlite_base) != owner:
+            raise RuntimeError("the PostgreSQL base did not get the SQLite base's API key")
+        for size in sorted(set(self.cfg.sizes)):
+            print(f"bench: seeding {size:,} tasks into PostgreSQL", flush=True)
+            db = self.pg.create(f"seeded_{size}", template=base)
+            seconds = db.seed(size, owner)
+            self.pg_seeded[size] = db
+            row = next(r for r in self.results.seeding if r["tasks"] == size)
+            row.update(postgres_seconds=round(seconds, 2), postgres_bytes=db.size())
+        self.pg.drop(base)
 
     def task_slices(self) -> tuple[list[PlanTask], list[PlanTask]]:
         """Tasks for warm-up and tasks for measuring, disjoint (a callback is never repeated).

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from benchlib import procs
+from benchlib.databases import Database, SqliteDb
+from benchlib.load import LoadResult
 from benchlib.plan import Plan, PlanTask
-from benchlib.probes import RssSampler, count_rows, outcomes
+from benchlib.probes import RssSampler
 from benchlib.runner import FINAL_EVERY, Runner, compact
-from benchlib.seed import file_bytes, sample
+from benchlib.seed import sample
 
 SUBMIT_INPUT = {
     "model": "nano-banana-pro",
@@ -17,6 +19,7 @@ SUBMIT_INPUT = {
 }
 LOOKUP_SAMPLE = 100_000  # ids a lookup run draws from at random (spread over the whole table)
 MIX = (1, 5, 4)  # submits, callbacks, lookups in every 10 requests of the mixed run
+MIXED = "mixed: 10% submit, 50% callback, 40% lookup"
 
 
 class Bench(Runner):
@@ -25,15 +28,9 @@ class Bench(Runner):
     def callbacks(self, sim: procs.Server, synchronous: str) -> None:
         """(1) GrsAI callbacks for existing tasks through the full path."""
         assert self.small is not None
-        db = self.copy_db(self.small.path, f"callbacks-{synchronous}.db")
-        warm, tasks = self.task_slices()
+        db = SqliteDb(self.copy_db(self.small.path, f"callbacks-{synchronous}.db"))
         env = {} if synchronous == "NORMAL" else {"SQLITE_SYNCHRONOUS": synchronous}
-        with self.relay(db, sim, warm + tasks, **env) as relay:
-            self.warm_up(relay.url, self.callback_plan(warm))
-            before = outcomes(db)
-            result = self.measure(relay.url, self.callback_plan(tasks), warm=False)
-        after = outcomes(db)
-        measured = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        result, measured = self.callbacks_on(db, sim, env)
         self.add(
             f"callbacks_{synchronous.lower()}",
             f"callbacks, SQLITE_SYNCHRONOUS={synchronous}",
@@ -43,10 +40,23 @@ class Bench(Runner):
             extra={"outcomes": measured, "simulator polls": self.polls},
             peer="peer_callbacks",
         )
-        events = sum(after.values())
+        events = sum(db.outcomes().values())
         if synchronous == "NORMAL" and events:
-            grown = file_bytes(db) - self.small.bytes
+            grown = db.size() - self.small.bytes
             self.results.storage["database bytes per stored callback"] = grown / events
+
+    def callbacks_on(
+        self, db: Database, sim: procs.Server, env: dict[str, str]
+    ) -> tuple[LoadResult, dict[str, int]]:
+        """Warm up, then measure unique callbacks on `db`; the result and the stored
+        callbacks of the measured part by outcome."""
+        warm, tasks = self.task_slices()
+        with self.relay(db, sim, warm + tasks, **env) as relay:
+            self.warm_up(relay.url, self.callback_plan(warm))
+            before = db.outcomes()
+            result = self.measure(relay.url, self.callback_plan(tasks), warm=False)
+        after = db.outcomes()
+        return result, {k: after.get(k, 0) - before.get(k, 0) for k in after}
 
     def peer_callbacks(self) -> None:
         """(1) The same callbacks to the naive peer, on a fresh copy of its database."""
@@ -62,9 +72,9 @@ class Bench(Runner):
     def lookups(self, sim: procs.Server) -> None:
         """(2) GET /v1/tasks/{id} for random ids, per database size, relay then naive peer."""
         for size, seeded in sorted(self.seeded.items()):
-            db = seeded.path
+            db = SqliteDb(seeded.path)
             if size == min(self.seeded):
-                db = self.copy_db(seeded.path, f"lookups-{size}.db")
+                db = SqliteDb(self.copy_db(seeded.path, f"lookups-{size}.db"))
             hit = sample(size, LOOKUP_SAMPLE)
             plan = Plan("lookup", key=self.key, tasks=hit)
             with self.relay(db, sim, hit) as relay:
@@ -85,22 +95,26 @@ class Bench(Runner):
             title = "naive peer: GET /v1/tasks/{id}"
             self.add(f"peer_lookups_{size}", title, result, tasks=size, ceiling="hello")
 
+    def submit_plans(self, relay_url: str) -> tuple[Plan, Plan]:
+        """The submit sent straight to the simulator, and through the relay at `relay_url`."""
+        direct = Plan("fixed", "POST", "/v1/draw/nano-banana")
+        direct.headers = {
+            "Authorization": f"Bearer {procs.UPSTREAM_KEY}",
+            "Content-Type": "application/json",
+        }
+        hook = f"{relay_url}/webhooks/grsai/{'x' * 43}"  # the shape the relay sends
+        direct.body = compact({**SUBMIT_INPUT, "webHook": hook})
+        via = Plan("fixed", "POST", "/v1/tasks", {"Content-Type": "application/json"})
+        via.headers["Authorization"] = f"Bearer {self.key}"
+        via.body = compact(SUBMIT_INPUT)
+        return direct, via
+
     def submissions(self, sim: procs.Server) -> None:
         """(3) POST /v1/tasks through the relay, against the same submit sent to the simulator."""
         assert self.small is not None
-        db = self.copy_db(self.small.path, "submissions.db")
-        relay_body = compact(SUBMIT_INPUT)
+        db = SqliteDb(self.copy_db(self.small.path, "submissions.db"))
         with self.relay(db, sim, [], **procs.SUBMITTING) as relay:
-            direct = Plan("fixed", "POST", "/v1/draw/nano-banana")
-            direct.headers = {
-                "Authorization": f"Bearer {procs.UPSTREAM_KEY}",
-                "Content-Type": "application/json",
-            }
-            hook = f"{relay.url}/webhooks/grsai/{'x' * 43}"  # the shape the relay sends
-            direct.body = compact({**SUBMIT_INPUT, "webHook": hook})
-            via = Plan("fixed", "POST", "/v1/tasks", {"Content-Type": "application/json"})
-            via.headers["Authorization"] = f"Bearer {self.key}"
-            via.body = relay_body
+            direct, via = self.submit_plans(relay.url)
             for conns in sorted({1, self.cfg.submit_connections}):
                 sim.restart()
                 got = self.measure(sim.url, direct, connections=conns)
@@ -113,12 +127,10 @@ class Bench(Runner):
                     got,
                     ceiling=f"submit_direct_c{conns}",
                 )
-        created = count_rows(db, "tasks") - self.small.tasks
+        created = db.count_rows("tasks") - self.small.tasks
         storage = self.results.storage
         if created > 0:
-            storage["database bytes per submitted task"] = (
-                file_bytes(db) - self.small.bytes
-            ) / created
+            storage["database bytes per submitted task"] = (db.size() - self.small.bytes) / created
         per_callback = storage.get("database bytes per stored callback")
         if created > 0 and per_callback is not None:
             storage["database bytes per task over its life (submit + 4 callbacks)"] = (
@@ -128,16 +140,18 @@ class Bench(Runner):
     def mixed(self, sim: procs.Server) -> None:
         """(4) Submits, callbacks and lookups together."""
         assert self.small is not None
-        db = self.copy_db(self.small.path, "mixed.db")
+        result = self.mixed_on(SqliteDb(self.copy_db(self.small.path, "mixed.db")), sim)
+        extra: dict[str, object] = {"simulator polls": self.polls}
+        self.add("mixed", MIXED, result, tasks=self.small.tasks, ceiling="post_noop", extra=extra)
+
+    def mixed_on(self, db: Database, sim: procs.Server, **env: str) -> LoadResult:
+        """The mixed run on `db`, after a fresh simulator start."""
         warm, tasks = self.task_slices()
         sim.restart()
-        with self.relay(db, sim, warm + tasks, **procs.SUBMITTING) as relay:
-            result = self.measure(
+        with self.relay(db, sim, warm + tasks, **procs.SUBMITTING, **env) as relay:
+            return self.measure(
                 relay.url, self.mixed_plan(tasks), warmup_plan=self.mixed_plan(warm)
             )
-        title = "mixed: 10% submit, 50% callback, 40% lookup"
-        extra: dict[str, object] = {"simulator polls": self.polls}
-        self.add("mixed", title, result, tasks=self.small.tasks, ceiling="post_noop", extra=extra)
 
     def mixed_plan(self, tasks: list[PlanTask]) -> Plan:
         """The mixed workload over `tasks`."""
@@ -154,7 +168,7 @@ class Bench(Runner):
     def soak(self, sim: procs.Server) -> None:
         """(5) RSS before and after sustained mixed load."""
         assert self.small is not None
-        db = self.copy_db(self.small.path, "soak.db")
+        db = SqliteDb(self.copy_db(self.small.path, "soak.db"))
         warm, tasks = self.task_slices()
         sim.restart()
         mem = self.results.memory

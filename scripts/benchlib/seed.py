@@ -69,7 +69,8 @@ class Seeded:
         return self.bytes / self.tasks if self.tasks else 0.0
 
 
-def _rows(count: int, key_id: str, now: float) -> Iterator[tuple[object, ...]]:
+def task_rows(count: int, key_id: str, now: float) -> Iterator[tuple[object, ...]]:
+    """The `count` seeded tasks as rows of `TASK_COLUMNS`, created within the last hour."""
     for i in range(count):
         t = bench_task(i)
         created = now - 3600 + 3000 * i / max(1, count)  # all submitted within the last hour
@@ -84,12 +85,16 @@ def _rows(count: int, key_id: str, now: float) -> Iterator[tuple[object, ...]]:
         )  # fmt: skip
 
 
+TASK_COLUMNS = (
+    "id", "api_key_id", "model", "endpoint", "mode", "status", "progress", "upstream_id",
+    "input", "results", "failure_reason", "error", "metadata", "callback_url", "created_at",
+    "updated_at", "completed_at", "submit_state", "idempotency_key", "request_hash",
+    "token_hash", "last_event_at", "next_poll_at", "poll_attempts",
+)  # fmt: skip
 # Fixed column names; every value is bound.
 _INSERT = (
-    "INSERT INTO tasks (id, api_key_id, model, endpoint, mode, status, progress, upstream_id,"  # noqa: S608
-    " input, results, failure_reason, error, metadata, callback_url, created_at, updated_at,"
-    " completed_at, submit_state, idempotency_key, request_hash, token_hash, last_event_at,"
-    " next_poll_at, poll_attempts) VALUES (" + ",".join("?" * 24) + ")"
+    f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)})"  # noqa: S608
+    f" VALUES ({','.join('?' * len(TASK_COLUMNS))})"
 )
 
 
@@ -110,7 +115,7 @@ def seed(path: Path, count: int, key_id: str) -> Seeded:
         db.execute("PRAGMA journal_mode = MEMORY")
         db.execute("PRAGMA synchronous = OFF")
         db.execute("PRAGMA cache_size = -262144")  # 256 MiB: index inserts stay in memory
-        rows = _rows(count, key_id, now)
+        rows = task_rows(count, key_id, now)
         for _ in range(0, count, BATCH):
             db.execute("BEGIN")
             db.executemany(_INSERT, itertools.islice(rows, BATCH))

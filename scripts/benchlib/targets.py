@@ -7,11 +7,38 @@ from benchlib.report import MB, Results, Target
 P99_MS = 50.0
 OVER_PEER = 2.0  # the relay against the naive peer on the same plan
 FLAT_MB = 10.0  # our reading of "flat": RSS at the largest database within 10 MB of the smallest
+PG_VS_SQLITE = 0.8  # PostgreSQL with one relay process against SQLite, callbacks and lookups
 
 
 def evaluate(results: Results) -> list[Target]:
     """Every target this run measured, met or not; unmeasured ones say so."""
-    return [*_callbacks(results), *_lookups(results), *_memory(results), *_submit(results)]
+    found = [*_callbacks(results), *_lookups(results), *_memory(results), *_submit(results)]
+    return found + _postgres(results)
+
+
+def _postgres(results: Results) -> list[Target]:
+    """Each PostgreSQL run of callbacks or lookups against its SQLite run: judged with one
+    relay process, shown with more (only when the run had `--database`)."""
+    found: list[Target] = []
+    for run in results.runs:
+        if run.versus is None or not run.versus.startswith(("callbacks", "lookups")):
+            continue
+        other = results.run(run.versus)
+        ratio = results.versus_ratio(run)
+        judged = run.key.startswith("pg_") and not run.key.startswith("pg_w")
+        what = run.title + (f", {run.tasks:,} tasks" if run.tasks else "")
+        if other is None or ratio is None:
+            found.append(Target(f"{what} vs SQLite", "(not measured)", "not measured", None))
+            continue
+        found.append(
+            Target(
+                f"{what} vs SQLite",
+                f">= {PG_VS_SQLITE:g} x SQLite req/s" if judged else "(shown only)",
+                f"{ratio:.2f} x ({run.result.rps:,.0f} vs {other.result.rps:,.0f} req/s)",
+                ratio >= PG_VS_SQLITE if judged else None,
+            )
+        )
+    return found
 
 
 def _share(results: Results, key: str, at_least: float, p99: bool, name: str) -> list[Target]:

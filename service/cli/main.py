@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from service.cli import keys as cli_keys
 from service.cli import ops as cli_ops
 from service.cli.ops import DURATION_FORMS, duration, with_storage
-from service.cli.preflight import CannotListen
+from service.cli.preflight import CannotListen, workers_problem
 from service.domain.errors import StorageUnavailable
 from service.domain.records import TASK_STATUSES
 from service.logs import configure as configure_logging
@@ -23,8 +23,9 @@ from service.simulator import SimulatorConfig, run_simulator
 log = logging.getLogger("grsai_relay")
 
 
-def _serve(settings: Settings, host: str, port: int) -> int:
-    """Bind the port first, then the database (and demo key), then start serving."""
+def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Bind the port first, then the database (and demo key), then start serving: here, or
+    in `workers` processes sharing the socket (see `supervisor`)."""
     from service.app import create_app
     from service.cli.demo import banner, demo_key, demo_key_file, demo_settings, start_simulator
     from service.cli.preflight import listen, loopback_fetch_warning
@@ -42,7 +43,7 @@ def _serve(settings: Settings, host: str, port: int) -> int:
             warning = loopback_fetch_warning(settings)
             if warning is not None:
                 log.warning(warning)
-        app = create_app(settings, demo_mode=demo)
+        app = create_app(settings, demo_mode=demo) if workers == 1 else None
     except BaseException:
         sock.close()
         raise
@@ -50,6 +51,10 @@ def _serve(settings: Settings, host: str, port: int) -> int:
         print(banner(settings, key, signing, demo_key_file(settings)), flush=True)
     # uvicorn names the address only for sockets it bound itself
     log.info("listening on http://%s:%d", *sock.getsockname()[:2])
+    if app is None:
+        from service.cli.supervisor import supervise
+
+        return supervise(settings, demo, sock, workers)
     serve(app, settings, sock)
     return 0
 
@@ -70,6 +75,12 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the relay (demo mode without GRSAI_API_KEY)")
     serve.add_argument("--host", default=None, help="bind address (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: PORT or 8000)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="processes serving the port (default: WORKERS or 1; more than 1 needs PostgreSQL)",
+    )
     sim = sub.add_parser("simulator", help="run the GrsAI simulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8001)
@@ -155,7 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(settings: Settings, ns: argparse.Namespace) -> int:
     if ns.command == "serve":
         port = settings.port if ns.port is None else ns.port
-        return _serve(settings, ns.host or settings.host, port)
+        workers = settings.workers if ns.workers is None else ns.workers
+        asked_by = f"WORKERS={workers}" if ns.workers is None else f"--workers {workers}"
+        problem = workers_problem(settings, workers, asked_by)
+        if problem is not None:
+            print(f"grsai-relay: {problem}", file=sys.stderr)
+            return 2
+        return _serve(settings, ns.host or settings.host, port, workers)
     if ns.command == "keys":
         return asyncio.run(cli_keys.keys(settings, ns))
     if ns.command == "tasks":

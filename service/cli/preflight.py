@@ -38,6 +38,17 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def workers_problem(settings: Settings, workers: int, asked_by: str) -> str | None:
+    """Why `workers` processes cannot serve this database (`asked_by` names the setting), or
+    None. Only PostgreSQL takes writes from several processes; SQLite is written by one."""
+    if workers == 1 or settings.database_url.split(":", 1)[0].lower() != "sqlite":
+        return None
+    return (
+        f"{asked_by} asks for {workers} processes, but SQLite is written by one process:"
+        " run one, or use PostgreSQL (DATABASE_URL=postgresql://...) for more"
+    )
+
+
 def loopback_fetch_warning(settings: Settings) -> str | None:
     """A warning when GRSAI_BASE_URL is not public and FETCH_ALLOW_NETWORKS does not admit it.
 

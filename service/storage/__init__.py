@@ -80,9 +80,18 @@ def backup_database(
 
     Blocking. The database need not be open here and is copied as it is (never migrated);
     `dest` is only ever replaced by a complete, verified copy (`BackupError` otherwise).
+    SQLite: the file, `step_pages` pages at a time with `pause` between steps. PostgreSQL:
+    `pg_dump --format=custom` (a `BackupError` says what to use when it is not installed).
     """
-    if _scheme(url) == "sqlite":
+    scheme = _scheme(url)
+    if scheme == "sqlite":
         from service.storage.sqlite.ops import backup_database as backup_file
 
         return backup_file(sqlite_path(url), dest, step_pages=step_pages, pause=pause)
-    raise ValueError(f"not a sqlite file URL: {url!r}; backups support {', '.join(SCHEMES)}")
+    if scheme in ("postgresql", "postgres"):
+        from service.storage.postgres.backup import backup_database as dump
+
+        return dump(url, dest)
+    raise ValueError(
+        f"unsupported DATABASE_URL scheme {scheme!r}; backups support {', '.join(SCHEMES)}"
+    )

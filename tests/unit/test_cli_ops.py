@@ -771,10 +771,13 @@ def test_backup_refuses_bad_targets(db_path: Path, tmp_path: Path) -> None:
         backup_database(db_path, tmp_path)
 
 
-def test_backup_needs_a_sqlite_database_url(
+def test_backup_needs_a_supported_database_url(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Another DATABASE_URL scheme is a clear error, not a traceback."""
-    monkeypatch.setenv("DATABASE_URL", "postgresql://db.example/relay")
+    """A DATABASE_URL scheme no backend has is a clear error, not a traceback."""
+    monkeypatch.setenv("DATABASE_URL", "mysql://db.example/relay")
     assert cli.main(["db", "backup", str(tmp_path / "copy.db")]) == 1
-    assert "not a sqlite file URL" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "backup failed: unsupported DATABASE_URL scheme 'mysql';"
+        " backups support sqlite, postgresql, postgres\n"
+    )

@@ -173,3 +173,36 @@ def test_serve_warns_when_the_simulator_files_would_be_refused(
         assert warning is not None
         assert warning.startswith(f"GRSAI_BASE_URL {base_url} is not a public address")
         assert warning.endswith(f"set FETCH_ALLOW_NETWORKS={warned}")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "asked_by"),
+    [
+        (["--workers", "2"], {}, "--workers 2"),
+        ([], {"WORKERS": "3"}, "WORKERS=3"),
+        (["--workers", "2"], {"WORKERS": "1"}, "--workers 2"),
+    ],
+    ids=["flag", "setting", "flag-over-setting"],
+)
+@pytest.mark.parametrize("grsai_key", ["", "sk-real"], ids=["demo", "with-key"])
+def test_several_workers_on_sqlite_are_refused_first_creating_nothing(
+    workdir: Path, args: list[str], env: dict[str, str], asked_by: str, grsai_key: str
+) -> None:
+    """One line naming what asked and PostgreSQL as the way, exit 2, before anything exists."""
+    done = run(workdir, "serve", "--port", "0", *args, GRSAI_API_KEY=grsai_key, **env)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"grsai-relay: {asked_by} asks for {asked_by[-1]} processes, but SQLite is written by"
+        " one process: run one, or use PostgreSQL (DATABASE_URL=postgresql://...) for more\n"
+    )
+    assert list(workdir.iterdir()) == []
+
+
+def test_workers_must_be_positive(workdir: Path) -> None:
+    """WORKERS=0 is a bad setting like any other; `--workers 0` is refused by the parser."""
+    done = run(workdir, "serve", WORKERS="0")
+    assert done.returncode == 2
+    assert done.stderr == "bad setting WORKERS='0': should be greater than or equal to 1\n"
+    done = run(workdir, "serve", "--workers", "0")
+    assert done.returncode == 2
+    assert "--workers: must be at least 1" in done.stderr
