@@ -13,6 +13,7 @@ from service.domain.records import ApiKey, Task, TaskRef
 from service.domain.transitions import Decision
 from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.columns import SELECT_STATE, SELECT_TASK, row_task
+from service.storage.postgres.apply import apply_optimistic
 from service.storage.postgres.assets import PgAssets
 from service.storage.postgres.core import (
     DRIVER_ERRORS,
@@ -59,6 +60,13 @@ async def setup_connection(conn: Any) -> None:
     await conn.set_type_codec(
         "text", schema="pg_catalog", encoder=_no_nul, decoder=_same, format="text"
     )
+
+
+async def keep_session(_conn: Any) -> None:
+    """What a pooled connection needs on its way back to the pool beyond asyncpg's rollback of
+    an open transaction: nothing. The backend never leaves session state behind (no SET, no
+    session advisory lock, no LISTEN or cursor on a pooled connection), and asyncpg's default
+    reset costs one more round trip per query (it halved the lookups' throughput)."""
 
 
 def safe_url(url: str) -> str:
@@ -121,6 +129,7 @@ class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
                 command_timeout=60,
                 server_settings=settings,
                 init=setup_connection,
+                reset=keep_session,
             )
         except OPEN_ERRORS as exc:
             raise StorageUnavailable(
@@ -241,8 +250,19 @@ class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
     async def apply(
         self, task_id: str, decide: Callable[[Task], Decision], event: Event | None
     ) -> Decision | None:
-        """Lock the task's row, decide, and store the decision and the event in one transaction:
-        two replicas applying to one task take turns, each deciding on the other's result."""
+        """Decide on the task's current state and store the decision and the event atomically:
+        two replicas applying to one task take turns, each deciding on the other's result.
+
+        The common case takes two round trips (`postgres.apply`); a decision that queues work
+        locks the task's row and decides again in one transaction."""
+        pool = self._ready()
+        try:
+            async with pool.acquire(timeout=self._acquire_timeout) as conn:
+                done, decision = await apply_optimistic(conn, task_id, decide, event, row_task)
+        except DRIVER_ERRORS as exc:
+            raise storage_error(exc) from exc
+        if done:
+            return decision
 
         async def op(conn: Conn) -> Decision | None:
             task = await one_task(conn, f"{SELECT_STATE} WHERE id = $1 FOR UPDATE", task_id)
