@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from service.domain.errors import StorageUnavailable
-from service.domain.records import ApiKey, Task, TaskRef
+from service.domain.records import Task, TaskRef
 from service.domain.transitions import Decision
 from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.columns import SELECT_STATE, SELECT_TASK, row_task
@@ -24,6 +24,7 @@ from service.storage.postgres.core import (
     storage_error,
 )
 from service.storage.postgres.deliveries import PgDeliveries, queue_final_event
+from service.storage.postgres.keys import KEYS_NOTICE, PgKeys
 from service.storage.postgres.limits import PgLimits
 from service.storage.postgres.migrations import LATEST, MIGRATIONS
 from service.storage.postgres.ops import PgOps
@@ -35,13 +36,8 @@ from service.storage.postgres.rows import (
     update_task_row,
 )
 
-_SELECT_KEY = "SELECT id, name, prefix, created_at, revoked_at, demo FROM api_keys"
 # Any fixed number: the advisory lock that one migrating process holds while the others wait.
 MIGRATION_LOCK = 0x67727361  # "grsa"
-
-
-def _api_key(row: Any) -> ApiKey:
-    return ApiKey(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
 
 def _no_nul(text: str) -> str:
@@ -99,7 +95,7 @@ async def migrate(conn: Conn) -> int:
         return LATEST
 
 
-class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
+class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
     """The `Storage` contract on a PostgreSQL database, shared by any number of processes."""
 
     def __init__(
@@ -115,7 +111,15 @@ class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
         self._acquire_timeout = max(busy_timeout_ms, 100) / 1000
         self._lock_timeout_ms = max(busy_timeout_ms, 100)
         self._pool = None
-        self._listener = WorkListener(url, on_work) if on_work is not None else None
+        self._on_work = on_work
+        self._keys, self._keys_generation = {}, 0
+        self._listener = WorkListener(url, self._heard, on_lost=self.forget_keys)
+
+    def _heard(self, notice: str) -> None:
+        if notice == KEYS_NOTICE:
+            self.forget_keys()
+        elif self._on_work is not None:
+            self._on_work(notice)
 
     async def open(self) -> None:
         """Connect the pool, migrate (under the advisory lock), and listen for work notices."""
@@ -144,14 +148,13 @@ class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
                 raise storage_error(exc) from exc
             raise
         self._pool = pool
-        if self._listener is not None:
-            self._listener.start()
-            await self._listener.started(patience=10.0)
+        self._listener.start()
+        await self._listener.started(patience=10.0)
 
     async def close(self) -> None:
         """Stop listening and close every connection (each write committed when it returned)."""
-        if self._listener is not None:
-            await self._listener.stop()
+        await self._listener.stop()
+        self.forget_keys()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -167,37 +170,6 @@ class PostgresStorage(PgAssets, PgDeliveries, PgOps, PgLimits):
     async def schema_version(self) -> int:
         """The applied migration version."""
         return int(await self._fetchval("SELECT version FROM schema_version") or 0)
-
-    async def create_api_key(self, key: ApiKey, key_hash: bytes) -> None:
-        """Insert a key row."""
-
-        async def op(conn: Conn) -> None:
-            await conn.execute(
-                "INSERT INTO api_keys (id, name, prefix, key_hash, created_at, demo)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                key.id, key.name, key.prefix, key_hash, key.created_at, int(key.demo),
-            )  # fmt: skip
-
-        await self._tx(op)
-
-    async def list_api_keys(self) -> list[ApiKey]:
-        """Every key, newest first."""
-        return [_api_key(r) for r in await self._fetch(f"{_SELECT_KEY} ORDER BY created_at DESC")]
-
-    async def revoke_api_key(self, key_id: str, now: float) -> bool:
-        """Set revoked_at on the key with this id or prefix."""
-        sql = (
-            "UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR prefix = $2)"
-            " AND revoked_at IS NULL RETURNING id"
-        )
-        return bool(await self._fetch(sql, now, key_id))
-
-    async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
-        """Find an active key by hash."""
-        row = await self._fetchrow(
-            f"{_SELECT_KEY} WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
-        )
-        return _api_key(row) if row is not None else None
 
     async def insert_task(self, task: Task) -> None:
         """Insert a task; a taken Idempotency-Key raises `DuplicateIdempotencyKey` (the unique

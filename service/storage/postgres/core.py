@@ -115,9 +115,17 @@ class WorkListener:
     """One connection that LISTENs for work notices and hands each to `on_work`; it reconnects
     after losing the server (the workers' ticks cover the gap)."""
 
-    def __init__(self, dsn: str, on_work: Callable[[str], None], retry: float = 1.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        on_work: Callable[[str], None],
+        *,
+        on_lost: Callable[[], None] | None = None,
+        retry: float = 1.0,
+    ) -> None:
         self._dsn = dsn
         self._on_work = on_work
+        self._on_lost = on_lost  # notices may be missed from now until it listens again
         self._retry = retry
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -160,6 +168,8 @@ class WorkListener:
                 log.warning("work notices: cannot listen (%s); retrying", exc)
             finally:
                 self.connected.clear()
+                if self._on_lost is not None:
+                    self._on_lost()
                 if conn is not None and not conn.is_closed():
                     await asyncio.shield(conn.close(timeout=5))
             await asyncio.sleep(self._retry)
