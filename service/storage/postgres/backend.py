@@ -3,6 +3,7 @@ it changes, and `FOR UPDATE SKIP LOCKED` leases so replicas never take the same 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,19 +14,21 @@ from service.domain.records import Task, TaskRef
 from service.domain.transitions import Decision
 from service.storage.base import DuplicateIdempotencyKey, Event
 from service.storage.columns import SELECT_STATE, SELECT_TASK, row_task
-from service.storage.postgres.apply import apply_optimistic
 from service.storage.postgres.assets import PgAssets
+from service.storage.postgres.batch import ApplyBatcher
 from service.storage.postgres.core import (
     DRIVER_ERRORS,
     OPEN_ERRORS,
     Conn,
     WorkListener,
+    no_nul,
     notify,
     storage_error,
 )
 from service.storage.postgres.deliveries import PgDeliveries, queue_final_event
 from service.storage.postgres.keys import KEYS_NOTICE, PgKeys
 from service.storage.postgres.limits import PgLimits
+from service.storage.postgres.lookups import Lookup
 from service.storage.postgres.migrations import LATEST, MIGRATIONS
 from service.storage.postgres.ops import PgOps
 from service.storage.postgres.rows import (
@@ -36,15 +39,12 @@ from service.storage.postgres.rows import (
     update_task_row,
 )
 
+_BY_IDS = " WHERE id = ANY($1::text[])"
+_BY_TOKENS = (
+    "SELECT token_hash, id, upstream_id, status FROM tasks WHERE token_hash = ANY($1::bytea[])"
+)
 # Any fixed number: the advisory lock that one migrating process holds while the others wait.
 MIGRATION_LOCK = 0x67727361  # "grsa"
-
-
-def _no_nul(text: str) -> str:
-    # PostgreSQL text cannot hold NUL. A NUL from outside (an id in a URL, an error message
-    # from GrsAI) becomes U+FFFD: a lookup finds nothing (404, never a 503) and a write stores
-    # the rest of the text instead of failing.
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _same(text: str) -> str:
@@ -52,9 +52,10 @@ def _same(text: str) -> str:
 
 
 async def setup_connection(conn: Any) -> None:
-    """Every pooled connection encodes text parameters through `_no_nul`."""
+    """Every pooled connection encodes text parameters through `no_nul` (arrays of text do
+    not go through it: their builders call `no_nul` themselves)."""
     await conn.set_type_codec(
-        "text", schema="pg_catalog", encoder=_no_nul, decoder=_same, format="text"
+        "text", schema="pg_catalog", encoder=no_nul, decoder=_same, format="text"
     )
 
 
@@ -114,6 +115,14 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
         self._on_work = on_work
         self._keys, self._keys_generation = {}, 0
         self._listener = WorkListener(url, self._heard, on_lost=self.forget_keys)
+        self._batcher = ApplyBatcher(self._connection)
+        self._by_id = Lookup(
+            f"{SELECT_TASK.replace('SELECT ', 'SELECT id, ', 1)}{_BY_IDS}", self._connection
+        )
+        self._by_token = Lookup(_BY_TOKENS, self._connection)
+
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[Conn]:
+        return self._ready().acquire(timeout=self._acquire_timeout)  # type: ignore[no-any-return]
 
     def _heard(self, notice: str) -> None:
         if notice == KEYS_NOTICE:
@@ -179,13 +188,12 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
             raise DuplicateIdempotencyKey(task.idempotency_key)
 
     async def task(self, task_id: str, api_key_id: str | None = None) -> Task | None:
-        """Fetch by id (and owner)."""
-        if api_key_id is None:
-            row = await self._fetchrow(f"{SELECT_TASK} WHERE id = $1", task_id)
-        else:
-            sql = f"{SELECT_TASK} WHERE id = $1 AND api_key_id = $2"
-            row = await self._fetchrow(sql, task_id, api_key_id)
-        return row_task(row) if row is not None else None
+        """Fetch by id (and owner), in a lookup shared with concurrent ones."""
+        row = await self._by_id.row(task_id)
+        if row is None:
+            return None
+        task = row_task(row)
+        return task if api_key_id is None or task.api_key_id == api_key_id else None
 
     async def task_by_idempotency_key(self, api_key_id: str, key: str) -> Task | None:
         """Fetch by (owner, Idempotency-Key)."""
@@ -194,9 +202,8 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
         return row_task(row) if row is not None else None
 
     async def task_by_token_hash(self, token_hash: bytes) -> TaskRef | None:
-        """Fetch the callback target by token hash (three columns, no JSON decoding)."""
-        sql = "SELECT id, upstream_id, status FROM tasks WHERE token_hash = $1"
-        row = await self._fetchrow(sql, token_hash)
+        """Fetch the callback target by token hash, in a lookup shared with concurrent ones."""
+        row = await self._by_token.row(token_hash)
         return TaskRef(row[0], row[1], row[2]) if row is not None else None
 
     async def list_tasks(
@@ -225,14 +232,11 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
         """Decide on the task's current state and store the decision and the event atomically:
         two replicas applying to one task take turns, each deciding on the other's result.
 
-        The common case takes two round trips (`postgres.apply`); a decision that queues work
-        locks the task's row and decides again in one transaction."""
-        pool = self._ready()
-        try:
-            async with pool.acquire(timeout=self._acquire_timeout) as conn:
-                done, decision = await apply_optimistic(conn, task_id, decide, event, row_task)
-        except DRIVER_ERRORS as exc:
-            raise storage_error(exc) from exc
+        The common case is run with other concurrent applies in two statements
+        (`postgres.batch`); a decision that queues work locks the task's row and decides again
+        in one transaction."""
+        self._ready()
+        done, decision = await self._batcher.apply(task_id, decide, event)
         if done:
             return decision
 

@@ -33,6 +33,15 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
 OPEN_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, ValueError)  # ValueError: a bad URL
 
 
+def no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL. A NUL from outside (an id in a URL, an error message from
+    GrsAI) becomes U+FFFD: a lookup finds nothing (404, never a 503) and a write stores the rest
+    of the text instead of failing. Other values pass unchanged."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 def storage_error(exc: BaseException) -> StorageUnavailable:
     """Describe a database failure as a retryable `StorageUnavailable`."""
     return StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}")
