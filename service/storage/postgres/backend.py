@@ -124,6 +124,14 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
     def _connection(self) -> contextlib.AbstractAsyncContextManager[Conn]:
         return self._ready().acquire(timeout=self._acquire_timeout)  # type: ignore[no-any-return]
 
+    async def _setup_connection(self, conn: Any) -> None:
+        await setup_connection(conn)
+        # a notice sent by one of this process's own connections: it already acted on it
+        # (forgotten when the connection ends: the server may give its pid to another)
+        pid, own = conn.get_server_pid(), self._listener.own_pids
+        own.add(pid)
+        conn.add_termination_listener(lambda _conn: own.discard(pid))
+
     def _heard(self, notice: str) -> None:
         if notice == KEYS_NOTICE:
             self.forget_keys()
@@ -141,7 +149,7 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
                 timeout=10,
                 command_timeout=60,
                 server_settings=settings,
-                init=setup_connection,
+                init=self._setup_connection,
                 reset=keep_session,
             )
         except OPEN_ERRORS as exc:

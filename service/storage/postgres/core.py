@@ -135,6 +135,9 @@ class WorkListener:
         self._dsn = dsn
         self._on_work = on_work
         self._on_lost = on_lost  # notices may be missed from now until it listens again
+        # server pids of this process's own connections: their notices are not passed on
+        # (whoever sent one acted on it here already)
+        self.own_pids: set[int] = set()
         self._retry = retry
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -159,8 +162,9 @@ class WorkListener:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    def _heard(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._on_work(payload)
+    def _heard(self, _conn: object, pid: int, _channel: str, payload: str) -> None:
+        if pid not in self.own_pids:
+            self._on_work(payload)
 
     async def _run(self) -> None:
         while True:
