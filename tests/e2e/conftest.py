@@ -19,9 +19,9 @@ TERMINAL = ("succeeded", "failed")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On PostgreSQL, deselect the tests about the SQLite file (`sqlite_only`) and those that
-    start no relay with a database (`no_database`: the SQLite run covers them); on SQLite, the
-    tests about the PostgreSQL server (`postgresql_only`)."""
+    """On PostgreSQL, deselect the tests about the SQLite file (`sqlite_only`) and those that do
+    not depend on the backend under test (`no_database`: the SQLite run covers them); on
+    SQLite, the tests about the PostgreSQL server (`postgresql_only`)."""
     if backend_under_test() == "sqlite":
         names: tuple[str, ...] = ("postgresql_only",)
     else:
