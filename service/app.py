@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from service.api.context import Services, State
 from service.api.errors import exception_handlers
 from service.api.observability import RequestContext
-from service.api.routes import deliveries, docs, health, results, tasks, webhooks
+from service.api.routes import deliveries, docs, health, live, results, tasks, webhooks
 from service.api.routes import metrics as metrics_routes
 from service.clock import Clock, SystemClock
 from service.domain.credentials import Entropy, SystemEntropy
@@ -31,6 +31,7 @@ from service.jobs.ingest import CallbackIngestor
 from service.jobs.poller import Poller
 from service.jobs.ratelimit import SubmitLimiter
 from service.jobs.submission import Submitter
+from service.jobs.watch import StreamSlots, TaskWatch
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage import Storage, open_storage
@@ -81,6 +82,7 @@ class Lasting:
     entropy: Entropy
     rng: random.Random
     demo_mode: bool
+    watch: TaskWatch  # live status; `stop_streams` closes it when the server starts stopping
 
 
 def _outbox_workers(
@@ -141,7 +143,10 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
         if kick is not None:
             kick()
 
-    options = settings.storage_options(on_commit=metrics.time_commit, on_work=work_queued)
+    app.watch.open()
+    options = settings.storage_options(
+        on_commit=metrics.time_commit, on_work=work_queued, on_task_change=app.watch.changed
+    )
     storage = app.seams.storage or open_storage(settings.database_url, options)
     seams = app.seams
     clients = build_clients(
@@ -156,6 +161,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
         raise
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(storage.close)
+        stack.callback(app.watch.close)  # e.g. when the app stops under a test's own lifespan
         stack.push_async_callback(clients.aclose)
         metrics.watch(storage.queue_stats, storage.status_counts, app.clock.now)
         metrics.watch_pools(lambda: [client.stats() for client in clients])
@@ -243,6 +249,8 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             limiter=limiter,
             clock=app.clock,
             entropy=app.entropy,
+            watch=app.watch,
+            streams=StreamSlots(settings.streams_per_key),
             demo_mode=app.demo_mode,
         )
 
@@ -273,6 +281,7 @@ def create_app(
         seams.entropy or SystemEntropy(),
         seams.rng or random.Random(),
         demo_mode,
+        TaskWatch(),
     )
 
     @contextlib.asynccontextmanager
@@ -286,6 +295,7 @@ def create_app(
             *tasks.routes,
             *health.routes,
             *results.routes,
+            *live.routes,
             *deliveries.routes,
             *metrics_routes.routes,
             *docs.routes,
@@ -302,4 +312,13 @@ def create_app(
     )
     # A trailing-slash redirect would build its Location from the Host header: answer 404.
     app.router.redirect_slashes = False
+    app.state.watch = lasting.watch  # for `stop_streams`
     return app
+
+
+def stop_streams(app: Starlette) -> None:
+    """The server is stopping: end open event streams and long-polls now (a long-poll answers
+    with the task as it is), so that draining the connections does not wait for them."""
+    watch = getattr(app.state, "watch", None)
+    if isinstance(watch, TaskWatch):
+        watch.close()

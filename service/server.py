@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.api.errors import error_response
+from service.app import stop_streams
 from service.domain.errors import BadRequest
 from service.settings import Settings
 
@@ -173,11 +174,24 @@ def settle_heap() -> None:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling `on_started` once the app has started and the socket serves."""
+    """uvicorn's server, telling `on_started` once the app has started and the socket serves,
+    and `on_stopping` as soon as it starts to shut down (before it drains the connections)."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_started: Callable[[], None] | None,
+        on_stopping: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._on_stopping = on_stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """End the app's open streams first: uvicorn waits for every response to finish."""
+        if self._on_stopping is not None:
+            self._on_stopping()
+        await super().shutdown(sockets=sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start as uvicorn does, then report it."""
@@ -225,7 +239,7 @@ def _run(
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         timeout_keep_alive=5,
     )
-    server = _Server(config, on_started)
+    server = _Server(config, on_started, lambda: stop_streams(app))
     # uvicorn re-raises the SIGINT it stopped on, once stopped
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])  # bound before anything else started (see `preflight`)

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     submit_max_in_flight: int = Field(default=32, gt=0)
     submit_queue_wait: float = Field(default=10.0, gt=0)
     ready_check_upstream: bool = False
+    # live status (GET /v1/tasks/{id}/events): open event streams per API key, and the seconds
+    # between two heartbeat comments on an idle stream
+    streams_per_key: int = Field(default=20, gt=0)
+    stream_heartbeat: float = Field(default=15.0, gt=0)
 
     @field_validator("grsai_base_url", "public_base_url")
     @classmethod
@@ -187,6 +191,7 @@ class Settings(BaseSettings):
         self,
         on_commit: Callable[[float, int], None] | None = None,
         on_work: Callable[[str], None] | None = None,
+        on_task_change: Callable[[str | None], None] | None = None,
     ) -> StorageOptions:
         """How to run the storage backend of `DATABASE_URL`."""
         return StorageOptions(
@@ -196,6 +201,7 @@ class Settings(BaseSettings):
             on_commit=on_commit,
             pool_size=self.database_pool_size,
             on_work=on_work,
+            on_task_change=on_task_change,
         )
 
 

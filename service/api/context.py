@@ -18,6 +18,7 @@ from service.domain.credentials import Entropy
 from service.domain.records import ApiKey, TaskRef
 from service.files.store import AssetStore
 from service.jobs.submission import Accepted
+from service.jobs.watch import StreamSlots, TaskWatch
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage import Storage
@@ -105,6 +106,8 @@ class Services:
     limiter: Limiter
     clock: Clock
     entropy: Entropy
+    watch: TaskWatch  # live status: waiters woken when a task changes
+    streams: StreamSlots  # live status: open event streams per API key
     demo_mode: bool = False  # serving demo mode's simulator: demo keys are accepted
 
 

@@ -56,6 +56,7 @@ def open_storage(url: str, options: StorageOptions | None = None) -> Storage:
             busy_timeout_ms=options.busy_timeout_ms,
             batch_max=options.batch_max,
             on_commit=options.on_commit,
+            on_task_change=options.on_task_change,
         )
     if scheme in ("postgresql", "postgres"):
         from service.storage.postgres import PostgresStorage
@@ -65,6 +66,7 @@ def open_storage(url: str, options: StorageOptions | None = None) -> Storage:
             pool_size=options.pool_size,
             busy_timeout_ms=options.busy_timeout_ms,
             on_work=options.on_work,
+            on_task_change=options.on_task_change,
         )
     raise ValueError(f"unsupported DATABASE_URL scheme {scheme!r}; supported: {', '.join(SCHEMES)}")
 

@@ -51,6 +51,25 @@ class StorageOptions:
     # Called with a queue's name ("copier", "deliverer") when any process sharing the database
     # queued work for it (PostgreSQL: LISTEN/NOTIFY). A single-process backend never calls it.
     on_work: Callable[[str], None] | None = None
+    # Live status: called with a task's id after a committed change a client can see (a column
+    # of `SEEN_COLUMNS`, or a result entry); on PostgreSQL also for such changes committed by
+    # other processes, and with None when notices may have been missed (any task may have
+    # changed). Called on the event loop; it must not block.
+    on_task_change: Callable[[str | None], None] | None = None
+
+
+# The task columns a client sees (`Task.to_json`): a change to only other columns (the poll
+# schedule, the submit state) calls no `on_task_change`. `tests/unit/test_watch.py` checks
+# this list against `Task.to_json`.
+SEEN_COLUMNS = frozenset(
+    {"status", "progress", "model", "upstream_id", "input", "results", "failure_reason", "error",
+     "metadata", "callback_url", "created_at", "updated_at", "completed_at"}
+)  # fmt: skip
+
+
+def seen_change(changes: Mapping[str, object]) -> bool:
+    """True when `changes` (a decision's column changes) touch what a client sees."""
+    return not SEEN_COLUMNS.isdisjoint(changes)
 
 
 @dataclass(frozen=True, slots=True)

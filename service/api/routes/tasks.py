@@ -6,18 +6,18 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service.api.asgi import header, send_json
+from service.api.asgi import header
 from service.api.auth import api_key_from, authenticate
 from service.api.context import scope_services, services
 from service.api.errors import REPLAYED
 from service.api.jsonbody import read_body
+from service.api.routes.live import encode_task, long_poll, send_task, wait_seconds
 from service.domain.errors import (
     BadRequest,
     NotFound,
@@ -61,7 +61,11 @@ class TaskLookup:
     """GET /v1/tasks/{id}: a plain ASGI endpoint (the busiest read; no Request, no Response)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer the caller's task as JSON; 404 if it is not theirs or does not exist."""
+        """Answer the caller's task as JSON; 404 if it is not theirs or does not exist.
+        With `?wait=N`, a long-poll (`live`)."""
+        if scope["query_string"] and (seconds := wait_seconds(scope["query_string"])):
+            await long_poll(scope, receive, send, seconds)
+            return
         svc = scope_services(scope)
         authorization = (header(scope, b"authorization") or b"").decode("latin-1")
         key = await api_key_from(svc.storage, authorization, demo_mode=svc.demo_mode)
@@ -69,11 +73,7 @@ class TaskLookup:
         task = await svc.storage.task(task_id, key.id) if len(task_id) <= 64 else None
         if task is None:
             raise NotFound("no such task")
-        document = task.to_json(svc.settings.public_base_url or "")
-        await send_json(send, json.dumps(document, **_JSON).encode("utf-8"))
-
-
-_JSON: dict[str, Any] = {"ensure_ascii": False, "allow_nan": False, "separators": (",", ":")}
+        await send_task(send, *encode_task(task, svc.settings.public_base_url or ""))
 
 
 @dataclass(frozen=True, slots=True)

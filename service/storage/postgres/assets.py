@@ -10,7 +10,7 @@ from service.domain.records import Asset
 from service.domain.results import with_copy
 from service.domain.retention import pruned
 from service.storage.columns import encode_column
-from service.storage.postgres.core import Conn, PgBase
+from service.storage.postgres.core import Conn, PgBase, notify_task
 from service.storage.postgres.deliveries import queue_final_event
 
 _COLUMNS = (
@@ -48,6 +48,7 @@ async def _save(conn: Conn, asset: Asset, now: float) -> None:
             encode_column("results", results),
             asset.task_id,
         )
+        await notify_task(conn, asset.task_id)  # live status: other replicas' watchers
     if not asset.settled:
         return
     # maybe the last copy: the client may be told now
@@ -86,6 +87,8 @@ class PgAssets(PgBase):
             await _save(conn, asset, now)
 
         await self._tx(op)
+        if self._on_task_change is not None:  # live status: its results entry changed
+            self._on_task_change(asset.task_id)
 
     async def asset(self, task_id: str, n: int) -> Asset | None:
         """One asset row."""

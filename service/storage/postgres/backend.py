@@ -12,17 +12,19 @@ import asyncpg
 from service.domain.errors import StorageUnavailable
 from service.domain.records import Task, TaskRef
 from service.domain.transitions import Decision
-from service.storage.base import DuplicateIdempotencyKey, Event
+from service.storage.base import DuplicateIdempotencyKey, Event, seen_change
 from service.storage.columns import SELECT_STATE, SELECT_TASK, row_task
 from service.storage.postgres.assets import PgAssets
 from service.storage.postgres.batch import ApplyBatcher
 from service.storage.postgres.core import (
     DRIVER_ERRORS,
     OPEN_ERRORS,
+    TASK_NOTICE,
     Conn,
     WorkListener,
     no_nul,
     notify,
+    notify_task,
     storage_error,
 )
 from service.storage.postgres.deliveries import PgDeliveries, queue_final_event
@@ -106,6 +108,7 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
         pool_size: int = 10,
         busy_timeout_ms: int = 5000,
         on_work: Callable[[str], None] | None = None,
+        on_task_change: Callable[[str | None], None] | None = None,
     ) -> None:
         self.url = url
         self._pool_size = pool_size
@@ -114,7 +117,8 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
         self._pool = None
         self._on_work = on_work
         self._keys, self._keys_generation = {}, 0
-        self._listener = WorkListener(url, self._heard, on_lost=self.forget_keys)
+        self._on_task_change = on_task_change  # live status (StorageOptions.on_task_change)
+        self._listener = WorkListener(url, self._heard, on_lost=self._lost)
         self._batcher = ApplyBatcher(self._connection)
         self._by_id = Lookup(
             f"{SELECT_TASK.replace('SELECT ', 'SELECT id, ', 1)}{_BY_IDS}", self._connection
@@ -135,8 +139,19 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
     def _heard(self, notice: str) -> None:
         if notice == KEYS_NOTICE:
             self.forget_keys()
+        elif notice.startswith(TASK_NOTICE):
+            if self._on_task_change is not None:
+                for task_id in notice[len(TASK_NOTICE) :].split(","):
+                    self._on_task_change(task_id)
         elif self._on_work is not None:
             self._on_work(notice)
+
+    def _lost(self) -> None:
+        """Notices may be missed until the listener is back: forget the keys, and let every
+        live-status watcher look again."""
+        self.forget_keys()
+        if self._on_task_change is not None:
+            self._on_task_change(None)
 
     async def open(self) -> None:
         """Connect the pool, migrate (under the advisory lock), and listen for work notices."""
@@ -245,30 +260,11 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
         in one transaction."""
         self._ready()
         done, decision = await self._batcher.apply(task_id, decide, event)
-        if done:
-            return decision
-
-        async def op(conn: Conn) -> Decision | None:
-            task = await one_task(conn, f"{SELECT_STATE} WHERE id = $1 FOR UPDATE", task_id)
-            if task is None:
-                return None
-            decision = decide(task)
-            if decision.changes:
-                await update_task_row(conn, task_id, decision.changes)
-            if decision.copies:
-                await conn.executemany(
-                    "INSERT INTO assets (task_id, n, upstream_url, status, next_attempt_at)"
-                    " VALUES ($1, $2, $3, 'pending', 0) ON CONFLICT DO NOTHING",
-                    [(task_id, n, url) for n, url in enumerate(decision.copies)],
-                )
-                await notify(conn, "copier")
-            if decision.final_event is not None:
-                await queue_final_event(conn, decision.final_event)
-            if event is not None:
-                await insert_event(conn, event, decision)
-            return decision
-
-        return await self._tx(op)
+        if not done:
+            decision = await self._tx(lambda conn: _locked_apply(conn, task_id, decide, event))
+        if decision is not None and self._on_task_change and seen_change(decision.changes):
+            self._on_task_change(task_id)  # live status: committed now (others hear a notice)
+        return decision
 
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:
         """Lease due tasks; rows another replica is claiming right now are skipped."""
@@ -291,3 +287,29 @@ class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
             " WHERE task_id = $1 ORDER BY id"
         )
         return [Event(*row) for row in await self._fetch(sql, task_id)]
+
+
+async def _locked_apply(
+    conn: Conn, task_id: str, decide: Callable[[Task], Decision], event: Event | None
+) -> Decision | None:
+    """`apply` in one transaction that locks the task's row first."""
+    task = await one_task(conn, f"{SELECT_STATE} WHERE id = $1 FOR UPDATE", task_id)
+    if task is None:
+        return None
+    decision = decide(task)
+    if decision.changes:
+        await update_task_row(conn, task_id, decision.changes)
+        if seen_change(decision.changes):  # live status: other replicas' watchers hear it
+            await notify_task(conn, task_id)
+    if decision.copies:
+        await conn.executemany(
+            "INSERT INTO assets (task_id, n, upstream_url, status, next_attempt_at)"
+            " VALUES ($1, $2, $3, 'pending', 0) ON CONFLICT DO NOTHING",
+            [(task_id, n, url) for n, url in enumerate(decision.copies)],
+        )
+        await notify(conn, "copier")
+    if decision.final_event is not None:
+        await queue_final_event(conn, decision.final_event)
+    if event is not None:
+        await insert_event(conn, event, decision)
+    return decision

@@ -19,9 +19,9 @@ from typing import Any
 
 from service.domain.records import Task
 from service.domain.transitions import Decision
-from service.storage.base import Event
+from service.storage.base import Event, seen_change
 from service.storage.columns import FIELDS, SELECT_STATE, row_task
-from service.storage.postgres.core import DRIVER_ERRORS, Conn, no_nul
+from service.storage.postgres.core import DRIVER_ERRORS, WORK_CHANNEL, Conn, no_nul, task_notices
 
 # The columns a batched decision may change, with their array types for `unnest`.
 MUTABLE = {
@@ -51,8 +51,11 @@ WRITE = (
     f" SELECT * FROM unnest(${_EVENT_AT}::text[], ${_EVENT_AT + 1}::text[],"
     f" ${_EVENT_AT + 2}::float8[], ${_EVENT_AT + 3}::text[], ${_EVENT_AT + 4}::text[],"
     f" ${_EVENT_AT + 5}::bytea[]) AS e(task_id, source, received_at, outcome, detail, body)"
-    " WHERE e.task_id IN (SELECT id FROM ok))"
-    " SELECT id FROM ok"
+    " WHERE e.task_id IN (SELECT id FROM ok)),"
+    # live status: one notice per batch names the tasks whose change a client can see (a task
+    # that lost its version check is named too: its watchers just look again)
+    f" nt AS (SELECT pg_notify('{WORK_CHANNEL}', p) FROM unnest(${_EVENT_AT + 6}::text[]) AS p)"
+    " SELECT id FROM ok UNION ALL SELECT NULL FROM nt"  # NULL rows: nt must run
 )
 _AT = {name: i for i, name in enumerate(FIELDS)}
 
@@ -79,6 +82,7 @@ class _Write:
     states: list[list[Any]] = field(default_factory=lambda: [[] for _ in MUTABLE])
     events: list[list[Any]] = field(default_factory=lambda: [[] for _ in range(6)])
     decisions: dict[str, tuple[_Apply, Decision]] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)  # live status: ids whose change clients see
 
     def add(self, job: _Apply, row: Any, decision: Decision) -> None:
         self.ids.append(job.task_id)
@@ -96,9 +100,12 @@ class _Write:
             ):  # fmt: skip
                 values.append(no_nul(value))
         self.decisions[job.task_id] = (job, decision)
+        if seen_change(decision.changes):
+            self.seen.append(job.task_id)
 
     def arguments(self) -> list[Any]:
-        return [self.ids, self.versions, self.changed, *self.states, *self.events]
+        notices = task_notices(self.seen)
+        return [self.ids, self.versions, self.changed, *self.states, *self.events, notices]
 
 
 class ApplyBatcher:

@@ -18,6 +18,10 @@ log = logging.getLogger("grsai_relay.storage")
 
 # NOTIFY channel: the payload names the queue with new work ("copier", "deliverer").
 WORK_CHANNEL = "grsai_relay_work"
+# A notice whose payload starts so names tasks a client can see changed (live status):
+# `task:<id>,<id>,...`, at most NOTICE_BYTES long (PostgreSQL refuses payloads of 8000 bytes).
+TASK_NOTICE = "task:"
+NOTICE_BYTES = 7000
 # Transactions that lost a race to another one (a deadlock, a serialization failure) are run
 # again: they changed nothing, and `apply`'s decide may run more than once by contract.
 RETRIES = 5
@@ -72,6 +76,7 @@ class PgBase:
 
     _pool: asyncpg.Pool | None
     _acquire_timeout: float
+    _on_task_change: Callable[[str | None], None] | None  # live status (StorageOptions)
 
     def _ready(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -118,6 +123,27 @@ class PgBase:
 async def notify(conn: Conn, queue: str) -> None:
     """Tell every replica (this one too) that `queue` has new work, once the transaction commits."""
     await conn.execute("SELECT pg_notify($1, $2)", WORK_CHANNEL, queue)
+
+
+async def notify_task(conn: Conn, task_id: str) -> None:
+    """Tell every replica that `task_id` changed (live status), once the transaction commits."""
+    await conn.execute("SELECT pg_notify($1, $2)", WORK_CHANNEL, TASK_NOTICE + task_id)
+
+
+def task_notices(task_ids: list[str]) -> list[str]:
+    """The payloads naming `task_ids` (live status): as few as fit under NOTICE_BYTES each."""
+    notices: list[str] = []
+    part: list[str] = []
+    size = len(TASK_NOTICE)
+    for task_id in task_ids:
+        if part and size + len(task_id.encode()) + 1 > NOTICE_BYTES:
+            notices.append(TASK_NOTICE + ",".join(part))
+            part, size = [], len(TASK_NOTICE)
+        part.append(task_id)
+        size += len(task_id.encode()) + 1
+    if part:
+        notices.append(TASK_NOTICE + ",".join(part))
+    return notices
 
 
 class WorkListener:

@@ -83,6 +83,8 @@ class SQLiteAssets(SQLiteBase):
             _save(conn, asset, now)
 
         await self._write(op)
+        if self._on_task_change is not None:  # live status: its results entry changed
+            self._on_task_change(asset.task_id)
 
     async def asset(self, task_id: str, n: int) -> Asset | None:
         """One asset row."""

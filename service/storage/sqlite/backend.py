@@ -12,7 +12,7 @@ import aiosqlite
 from service.domain.errors import StorageUnavailable
 from service.domain.records import ApiKey, Task, TaskRef
 from service.domain.transitions import Decision
-from service.storage.base import DuplicateIdempotencyKey, Event
+from service.storage.base import DuplicateIdempotencyKey, Event, seen_change
 from service.storage.sqlite.assets import SQLiteAssets
 from service.storage.sqlite.deliveries import SQLiteDeliveries, queue_final_event
 from service.storage.sqlite.files import make_folder, open_failure
@@ -90,6 +90,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps, SQLi
         busy_timeout_ms: int = 5000,
         batch_max: int = 256,
         on_commit: Callable[[float, int], None] | None = None,
+        on_task_change: Callable[[str | None], None] | None = None,
     ) -> None:
         self.path = path
         self._synchronous = synchronous
@@ -100,6 +101,7 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps, SQLi
         self._fast: sqlite3.Connection | None = None
         self._on_commit = on_commit  # metrics: (perf_counter at start, batch size) per commit
         self._buckets = {}
+        self._on_task_change = on_task_change  # live status (StorageOptions.on_task_change)
 
     def _writer_connection(self) -> sqlite3.Connection:
         conn = connect(self.path, self._busy_timeout_ms)
@@ -283,6 +285,8 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps, SQLi
             return decision
 
         result: Decision | None = await self._write(op)
+        if result is not None and self._on_task_change is not None and seen_change(result.changes):
+            self._on_task_change(task_id)  # live status: committed now
         return result
 
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:

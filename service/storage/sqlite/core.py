@@ -28,6 +28,7 @@ class SQLiteBase:
     _writer: GroupCommitWriter | None
     _reader: aiosqlite.Connection | None
     _fast: sqlite3.Connection | None
+    _on_task_change: Callable[[str | None], None] | None  # live status (StorageOptions)
 
     async def _write(self, op: Callable[[sqlite3.Connection], T], *, heavy: bool = False) -> T:
         if self._writer is None:

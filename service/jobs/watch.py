@@ -1,0 +1,146 @@
+"""Live status: who is waiting for which task to change, woken when a write changed it.
+
+The storage backends call `TaskWatch.changed(task_id)` after a committed change to a task that
+a client can see (`StorageOptions.on_task_change`; on PostgreSQL also for changes committed by
+other processes, heard through the database's notifications). A long-poll or an event stream
+holds a `Watcher` while it waits: it never reads the database in a loop, only once per wake.
+
+Bounded: a task's entry exists only while someone watches it (the last watcher to leave removes
+it), and `close()` (the server is stopping) wakes every watcher for good, so open streams end
+at once instead of holding the shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+
+class Watcher:
+    """One waiter on one task: `wait` returns once the task changed since the last wait began
+    (a change between two waits is not lost: it is remembered until the next wait)."""
+
+    __slots__ = ("_event", "_hub", "task_id")
+
+    def __init__(self, hub: TaskWatch, task_id: str) -> None:
+        self._hub = hub
+        self.task_id = task_id
+        self._event = asyncio.Event()
+
+    def __enter__(self) -> Watcher:
+        self._hub._add(self)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._hub._remove(self)
+
+    def wake(self) -> None:
+        """The task may have changed (or the hub closed): the next or current wait returns."""
+        self._event.set()
+
+    @property
+    def closed(self) -> bool:
+        """True once the hub closed: stop waiting and answer now."""
+        return self._hub.closed
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for a change; True if one came (or the hub closed)."""
+        if not self._event.is_set():
+            try:
+                async with asyncio.timeout(seconds):
+                    await self._event.wait()
+            except TimeoutError:
+                return False
+        self._event.clear()
+        return True
+
+
+class TaskWatch:
+    """Per task id, the watchers to wake when that task changes (one per process run)."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[Watcher]] = {}
+        self.closed = False
+
+    def watch(self, task_id: str) -> Watcher:
+        """A watcher on `task_id`, registered while its `with` block runs. Register first, then
+        read the task: a change committed after the read then always wakes it."""
+        return Watcher(self, task_id)
+
+    def changed(self, task_id: str | None) -> None:
+        """A committed write changed `task_id` (None: any task may have changed, e.g. the
+        database's notifications were lost for a while): wake its watchers."""
+        if task_id is None:
+            self._wake_all()
+            return
+        watchers = self._watchers.get(task_id)
+        if watchers:
+            for watcher in watchers:
+                watcher.wake()
+
+    def close(self) -> None:
+        """The server is stopping: wake every watcher now and every later one at once."""
+        self.closed = True
+        self._wake_all()
+
+    def open(self) -> None:
+        """A new run of the app: watchers wait again."""
+        self.closed = False
+
+    @property
+    def tasks(self) -> int:
+        """How many task ids have watchers now."""
+        return len(self._watchers)
+
+    @property
+    def watchers(self) -> int:
+        """How many watchers wait now."""
+        return sum(len(group) for group in self._watchers.values())
+
+    def _wake_all(self) -> None:
+        for group in self._watchers.values():
+            for watcher in group:
+                watcher.wake()
+
+    def _add(self, watcher: Watcher) -> None:
+        self._watchers.setdefault(watcher.task_id, set()).add(watcher)
+        if self.closed:
+            watcher.wake()
+
+    def _remove(self, watcher: Watcher) -> None:
+        group = self._watchers.get(watcher.task_id)
+        if group is None:
+            return
+        group.discard(watcher)
+        if not group:
+            del self._watchers[watcher.task_id]
+
+
+class StreamSlots:
+    """Open event streams per API key, at most `limit` each (an entry only while one is open)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def take(self, key_id: str) -> bool:
+        """Count one more open stream of `key_id`; False (nothing counted) if at the limit."""
+        count = self._open.get(key_id, 0)
+        if count >= self.limit:
+            return False
+        self._open[key_id] = count + 1
+        return True
+
+    def give_back(self, key_id: str) -> None:
+        """A stream of `key_id` ended."""
+        count = self._open.get(key_id, 0) - 1
+        if count > 0:
+            self._open[key_id] = count
+        else:
+            self._open.pop(key_id, None)
+
+    def open_streams(self, key_id: str) -> int:
+        """How many streams of `key_id` are open now."""
+        return self._open.get(key_id, 0)
