@@ -103,6 +103,11 @@ def _query(name: str, description: str, schema: Json, *, required: bool = False)
 
 
 TASK_ID = _path("task_id", "The task's id.", {"type": "string", "minLength": 1})
+TASK_ETAG = {
+    "description": "The fingerprint of the task's state, quoted (the same on every replica).",
+    "required": True,
+    "schema": {"type": "string", "pattern": '^"[0-9a-f]+"$'},
+}
 
 
 def _op(
@@ -206,15 +211,26 @@ def _tasks() -> Json:
         ),
     )  # fmt: skip
     one = _op(
-        "tasks", "getTask", "Look up a task",
+        "tasks", "getTask", "Look up a task (with `wait`: a long-poll)",
         {
-            "200": answer("The task.", ref("Task")),
+            "200": answer("The task.", ref("Task"), ETag=TASK_ETAG),
             "404": NOT_FOUND,
             "405": error("`method_not_allowed`: the decoded path names a sub-resource that "
                          "does not take GET (a `task_id` holding `/`)."),
+            "422": error("`validation_failed`: `wait` is not a number of seconds above 0 and "
+                         "at most 60."),
             "503": STORAGE,
         },
-        parameters=(TASK_ID,),
+        parameters=(
+            TASK_ID,
+            _query("wait", "Long-poll: answer once the task differs from the copy named by "
+                   "`If-None-Match` (else from the task as the request found it), at once if "
+                   "that copy is stale or the task is settled, else after this many seconds "
+                   "with the unchanged task.",
+                   {"type": "number", "exclusiveMinimum": 0, "maximum": 60}),
+            _header("If-None-Match", "With `wait`: the ETag of the copy the caller holds.",
+                    {"type": "string"}),
+        ),
     )  # fmt: skip
     return {
         "/v1/tasks": {"post": submit, "get": listing},
@@ -362,6 +378,8 @@ def openapi_document(settings: Settings) -> Json:
 
 def document_for(public_base_url: str | None) -> Json:
     """The OpenAPI 3.1 document, served from `public_base_url` when there is one."""
+    from service.api.openapi_live import live_paths  # it builds on this module's helpers
+
     doc: Json = {
         "openapi": "3.1.0",
         "info": {
@@ -372,7 +390,13 @@ def document_for(public_base_url: str | None) -> Json:
             'Errors are JSON, `{"error": {"code", "message"}}` (validation errors add `fields`). '
             "Every GET also answers HEAD; other methods get 405 `method_not_allowed`.",
         },
-        "paths": {**_tasks(), **_results(), **_deliveries(), **_operations_and_health()},
+        "paths": {
+            **_tasks(),
+            **live_paths(),
+            **_results(),
+            **_deliveries(),
+            **_operations_and_health(),
+        },
         "components": {
             "schemas": component_schemas(),
             "responses": SHARED,

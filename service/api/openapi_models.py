@@ -35,7 +35,11 @@ class ErrorDetail(BaseModel):
     fields: list[FieldError] = Field(default_factory=list, description="Validation errors only.")
     known_models: list[str] = Field(default_factory=list, description="Unknown model only.")
     task_id: str | None = Field(default=None, description="The task a failed submit stored.")
-    limit: int | None = Field(default=None, description="The body limit, in bytes (413).")
+    limit: int | None = Field(
+        default=None,
+        description="The body limit, in bytes (413); the open event streams a key may hold "
+        "(429 `too_many_streams`).",
+    )
     reason: str | None = Field(default=None, description="Why a result copy failed.")
     retry_after: int | None = Field(default=None, description="Seconds to wait (429).")
 

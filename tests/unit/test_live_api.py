@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.unit.conftest import Relay, task_object
+from service.api.openapi import document_for
+from tests.unit.conftest import RELAY_URL, Relay, task_object
+from tests.unit.test_openapi import conforms
 
 HANG = 30.0  # a hang guard, never a measure
 
@@ -144,3 +146,21 @@ async def test_stream_refuses_beyond_the_per_key_limit(relay: Relay) -> None:
     assert response.json()["error"]["code"] == "too_many_streams"
     assert response.headers["retry-after"] == "1"
     assert isinstance(response, httpx.Response)
+
+
+async def test_live_answers_match_the_document(relay: Relay) -> None:
+    """The long-poll's 200 (with its ETag) and 422, and the stream's 404 and 429, are what the
+    OpenAPI document says."""
+    document = document_for(RELAY_URL)
+    task = await relay.created()
+    one, events = "/v1/tasks/{task_id}", "/v1/tasks/{task_id}/events"
+    polled = await relay.client.get(f"/v1/tasks/{task['id']}?wait=0.01", headers=relay.auth())
+    conforms(document, one, "get", polled)
+    bad = await relay.client.get(f"/v1/tasks/{task['id']}?wait=0", headers=relay.auth())
+    conforms(document, one, "get", bad)
+    missing = await relay.client.get("/v1/tasks/nope/events", headers=relay.auth())
+    conforms(document, events, "get", missing)
+    while relay.services.streams.take(relay.key_id):
+        pass
+    refused = await relay.client.get(f"/v1/tasks/{task['id']}/events", headers=relay.auth())
+    assert conforms(document, events, "get", refused)["error"]["limit"] == 20
