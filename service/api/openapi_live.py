@@ -13,10 +13,24 @@ from service.api.openapi import (
     _header,
     _op,
     error,
+    ref,
 )
 
 STREAM = "text/event-stream"
 _EXAMPLE = 'event: task\nid: 5b0c4e9f0a1d2c3b4a5f6e7d\ndata: {"id":"task_3kq9...",...}\n\n'
+
+# Each event of the stream (OpenAPI 3.1: a text/event-stream `schema` describes one event).
+EVENT: Json = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"const": "task"},
+        "id": {"type": "string", "pattern": "^[0-9a-f]+$",
+               "description": "The state's ETag, without quotes (send it as Last-Event-ID)."},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": ref("Task"), "description": "The task's JSON."},
+    },
+}  # fmt: skip
 
 
 def live_paths() -> Json:
@@ -31,7 +45,7 @@ def live_paths() -> Json:
                 "`: ping` comments while idle. It ends when the task settles or the relay "
                 "stops (reconnect with `Last-Event-ID`).",
                 "headers": {"X-Request-ID": _REQUEST_ID},
-                "content": {STREAM: {"schema": {"type": "string"}, "example": _EXAMPLE}},
+                "content": {STREAM: {"schema": EVENT, "example": _EXAMPLE}},
             },
             "204": {"description": "The task is settled and `Last-Event-ID` names its state: "
                     "nothing more will come.", "headers": {"X-Request-ID": _REQUEST_ID}},

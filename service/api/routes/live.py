@@ -27,7 +27,7 @@ from service.api.asgi import header
 from service.api.auth import api_key_from
 from service.api.context import Services, scope_services
 from service.domain.errors import NotFound, RateLimited, RelayError, ValidationFailed
-from service.domain.records import Task
+from service.domain.records import ApiKey, Task
 from service.jobs.watch import Watcher
 
 MAX_WAIT = 60.0
@@ -108,11 +108,11 @@ async def _task(svc: Services, key_id: str, task_id: str) -> Task:
     return task
 
 
-async def long_poll(scope: Scope, receive: Receive, send: Send, seconds: float) -> None:
-    """`GET /v1/tasks/{id}?wait=N`: the task once it differs from the client's copy."""
+async def long_poll(
+    scope: Scope, receive: Receive, send: Send, key: ApiKey, seconds: float
+) -> None:
+    """`GET /v1/tasks/{id}?wait=N` for `key`: the task once it differs from the client's copy."""
     svc = scope_services(scope)
-    authorization = (header(scope, b"authorization") or b"").decode("latin-1")
-    key = await api_key_from(svc.storage, authorization, demo_mode=svc.demo_mode)
     task_id = scope["path_params"]["task_id"]
     base_url = svc.settings.public_base_url or ""
     held = _etags(header(scope, b"if-none-match"))

@@ -63,12 +63,12 @@ class TaskLookup:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the caller's task as JSON; 404 if it is not theirs or does not exist.
         With `?wait=N`, a long-poll (`live`)."""
-        if scope["query_string"] and (seconds := wait_seconds(scope["query_string"])):
-            await long_poll(scope, receive, send, seconds)
-            return
         svc = scope_services(scope)
         authorization = (header(scope, b"authorization") or b"").decode("latin-1")
         key = await api_key_from(svc.storage, authorization, demo_mode=svc.demo_mode)
+        if scope["query_string"] and (seconds := wait_seconds(scope["query_string"])):
+            await long_poll(scope, receive, send, key, seconds)
+            return
         task_id = scope["path_params"]["task_id"]
         task = await svc.storage.task(task_id, key.id) if len(task_id) <= 64 else None
         if task is None:
