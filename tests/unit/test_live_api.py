@@ -164,3 +164,15 @@ async def test_live_answers_match_the_document(relay: Relay) -> None:
         pass
     refused = await relay.client.get(f"/v1/tasks/{task['id']}/events", headers=relay.auth())
     assert conforms(document, events, "get", refused)["error"]["limit"] == 20
+
+
+async def test_long_polls_are_counted_apart_from_lookups(relay: Relay) -> None:
+    """Request metrics label a long-poll with its own route, so lookup latency stays true."""
+    task = await relay.created()
+    await relay.client.get(f"/v1/tasks/{task['id']}?wait=0.01", headers=relay.auth())
+    await relay.client.get(f"/v1/tasks/{task['id']}", headers=relay.auth())
+    text = (await relay.client.get("/metrics")).text
+    polls = [line for line in text.splitlines() if 'route="/v1/tasks/{task_id}?wait"' in line]
+    lookups = [line for line in text.splitlines() if 'route="/v1/tasks/{task_id}"' in line]
+    assert any(line.startswith("grsai_relay_http_requests_total") for line in polls), polls
+    assert any(line.startswith("grsai_relay_http_requests_total") for line in lookups), lookups

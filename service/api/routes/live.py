@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -33,6 +34,16 @@ from service.jobs.watch import Watcher
 MAX_WAIT = 60.0
 _WAIT = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
 _JSON: dict[str, Any] = {"ensure_ascii": False, "allow_nan": False, "separators": (",", ":")}
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteLabel:
+    """What the request-context middleware reads of a matched route: its path."""
+
+    path: str
+
+
+LONG_POLL_ROUTE = _RouteLabel("/v1/tasks/{task_id}?wait")
 _STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -112,6 +123,8 @@ async def long_poll(
     scope: Scope, receive: Receive, send: Send, key: ApiKey, seconds: float
 ) -> None:
     """`GET /v1/tasks/{id}?wait=N` for `key`: the task once it differs from the client's copy."""
+    # metrics and request logs count long-polls apart from lookups: their duration is the wait
+    scope["route"] = LONG_POLL_ROUTE
     svc = scope_services(scope)
     task_id = scope["path_params"]["task_id"]
     base_url = svc.settings.public_base_url or ""
