@@ -160,7 +160,12 @@ class S3AssetStore:
         return StoreUnavailable(message)
 
     async def problem(self) -> str | None:
-        """HEAD the bucket at most every `CHECK_TTL` seconds; None while it answers."""
+        """HEAD the bucket at most every `CHECK_TTL` seconds; None while it answers. While one
+        check is under way (an endpoint that does not answer takes its timeouts), others get
+        the last answer at once."""
+        at, message = self._checked
+        if time.monotonic() - at < CHECK_TTL or self._check_lock.locked():
+            return message
         async with self._check_lock:
             at, message = self._checked
             if time.monotonic() - at < CHECK_TTL:

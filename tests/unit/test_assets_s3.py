@@ -19,9 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from service.files.s3 import S3AssetStore, parse_s3_url
 from service.files.store import StoreUnavailable, open_asset_store
+from service.settings import Settings
 from tests.doubles import ManualClock
 from tests.s3server import S3Server
 from tests.unit.conftest import FakeGrsai, Relay
@@ -91,6 +93,9 @@ def test_the_url_names_bucket_and_prefix(tmp_path: Path) -> None:
     assert type(open_asset_store("s3://b/p", tmp_path)).__name__ == "S3AssetStore"
     with pytest.raises(ValueError, match="ASSET_STORE"):
         open_asset_store("gs://bucket", tmp_path)
+    for wrong in ("gs://bucket", "s3://", "s3:///prefix", "/srv/files"):
+        with pytest.raises(ValidationError, match="s3://bucket/prefix"):
+            Settings(grsai_api_key="k", asset_store=wrong)
 
 
 async def test_small_file_is_stored_read_by_ranges_and_listed(
@@ -238,6 +243,19 @@ async def test_presign_redirects_to_the_object(
             fetched = await direct.get(location)
         assert (fetched.status_code, fetched.content) == (200, BODY)
         assert fetched.headers["content-type"] == "image/png"
+
+
+async def test_presign_is_ignored_by_the_local_store(
+    tmp_path: Path, clock: ManualClock, grsai: FakeGrsai, files: FileHost
+) -> None:
+    """ASSET_PRESIGN_SECONDS with the folder store: the file is streamed as always."""
+    async with contextlib.AsyncExitStack() as stack:
+        relay = await open_relay(stack, tmp_path, clock, grsai, files, asset_presign_seconds=60)
+        files.serve(URL, BODY)
+        task_id = await succeeded(relay, URL)
+        await copy_all(relay)
+        served = await get(relay, task_id)
+        assert (served.status_code, served.content) == (200, BODY)
 
 
 async def test_copies_wait_queued_while_the_bucket_is_missing(
