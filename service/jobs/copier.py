@@ -95,7 +95,7 @@ class Copier(QueueWorker):
         if exc.store_down:  # the store's fault, not the file's: queued, no attempt spent
             delay = (self._retry_delays or (5.0,))[0] * self._rng.uniform(0.8, 1.2)
             job.next_attempt_at = self._clock.now() + max(delay, 0.05)
-            log.warning("copy of %s/%d waits for the file store: %s", job.task_id, job.n, exc)
+            log.info("copy of %s/%d waits for the file store: %s", job.task_id, job.n, exc)
             return
         job.attempts += 1
         if exc.retryable and job.attempts <= len(self._retry_delays):
