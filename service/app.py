@@ -24,7 +24,7 @@ from service.clock import Clock, SystemClock
 from service.domain.credentials import Entropy, SystemEntropy
 from service.domain.schedule import PollPolicy
 from service.files.download import Downloader
-from service.files.store import LocalAssetStore
+from service.files.store import AssetStore, open_asset_store
 from service.jobs.copier import Copier
 from service.jobs.delivery import Deliverer, DeliveryPolicy, parse_schedule
 from service.jobs.ingest import CallbackIngestor
@@ -86,11 +86,10 @@ class Lasting:
 
 
 def _outbox_workers(
-    app: Lasting, storage: Storage, clients: HttpClients
-) -> tuple[Copier, Deliverer, LocalAssetStore]:
+    app: Lasting, storage: Storage, clients: HttpClients, assets: AssetStore
+) -> tuple[Copier, Deliverer]:
     """The copier (with the file store it fills) and the deliverer."""
     settings, resolver = app.settings, app.seams.resolver or system_resolver
-    assets = LocalAssetStore(settings.asset_dir)
     downloader = Downloader(
         clients.downloads,
         assets,
@@ -127,7 +126,7 @@ def _outbox_workers(
         on_settled=deliverer.kick,
         metrics=app.metrics,
     )
-    return copier, deliverer, assets
+    return copier, deliverer
 
 
 @contextlib.asynccontextmanager
@@ -163,6 +162,10 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
         stack.push_async_callback(storage.close)
         stack.callback(app.watch.close)  # e.g. when the app stops under a test's own lifespan
         stack.push_async_callback(clients.aclose)
+        # ASSET_STORE: the folder ASSET_DIR, or an S3 bucket (its client made here, no request)
+        assets = open_asset_store(settings.asset_store, settings.asset_dir)
+        await assets.open()
+        stack.push_async_callback(assets.close)
         metrics.watch(storage.queue_stats, storage.status_counts, app.clock.now)
         metrics.watch_pools(lambda: [client.stats() for client in clients])
         assert settings.grsai_api_key is not None  # create_app refuses to start without one
@@ -175,7 +178,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             rng=app.rng,
             metrics=metrics,
         )
-        copier, deliverer, assets = _outbox_workers(app, storage, clients)
+        copier, deliverer = _outbox_workers(app, storage, clients, assets)
         kicks.update(copier=copier.kick, deliverer=deliverer.kick)
         policy = poll_policy(settings)
 

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
 
     mirror_results: bool = True
     asset_dir: str = "./data/assets"
+    asset_store: str = ""
+    asset_presign_seconds: int = Field(default=0, ge=0, le=7 * 86400)
     asset_max_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     asset_concurrency: int = Field(default=4, gt=0)
     asset_timeout: float = Field(default=600.0, gt=0)
@@ -151,6 +153,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"must be a JSON object of model name -> path, e.g. {_CATALOG_EXAMPLE} ({exc})"
             ) from exc
+        return value
+
+    @field_validator("asset_store")
+    @classmethod
+    def _asset_store(cls, value: str) -> str:
+        value = value.strip()
+        if value and (not value.startswith("s3://") or value == "s3://" or value[5] == "/"):
+            raise ValueError("must be empty (the folder ASSET_DIR) or s3://bucket/prefix")
         return value
 
     @field_validator("asset_retry_delays")

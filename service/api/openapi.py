@@ -257,13 +257,18 @@ def _results() -> Json:
                     "headers": {**headers, "Content-Length": length,
                                 "Content-Range": content_range},
                     "content": binary},
+            "302": {"description": "With an S3 file store and `ASSET_PRESIGN_SECONDS` > 0: a "
+                           "presigned URL of the object (valid that long) in `Location`.",
+                    "headers": {"Location": {"schema": {"type": "string"}}}},
             "304": {"description": "`If-None-Match` matched.", "headers": headers},
             "404": error("`not_found`; `asset_pending` (not copied yet), `asset_failed` "
                          "(`error.reason`), `asset_pruned`, `asset_missing`."),
             "416": {**error("`range_not_satisfiable`: the range lies outside the file "
                             "(`error.size` gives its length)."),
                     "headers": {**headers, "Content-Range": content_range}},
-            "503": STORAGE,
+            "503": error("`storage_unavailable` (the database), or `asset_store_unavailable`: "
+                         "the S3 file store cannot be reached or refuses the relay.",
+                         **{"Retry-After": {"schema": {"type": "integer"}}}),
         },
         parameters=(
             TASK_ID,

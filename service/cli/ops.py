@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from service.clock import SystemClock, rfc3339
 from service.domain.records import ApiKey, delivery_json
-from service.files.store import LocalAssetStore
+from service.files.store import AssetStore, StoreUnavailable, open_asset_store
 from service.settings import Settings
 from service.storage import BackupError, Storage, backup_database, open_storage
 
@@ -26,12 +27,41 @@ async def with_storage(settings: Settings) -> Storage:
     return storage
 
 
+@contextlib.asynccontextmanager
+async def asset_store(settings: Settings) -> AsyncIterator[AssetStore]:
+    """The file store `ASSET_STORE` names (the folder `ASSET_DIR` when unset), opened."""
+    store = open_asset_store(settings.asset_store, settings.asset_dir)
+    await store.open()
+    try:
+        problem = await store.problem()  # before any row changes
+        if problem is not None:
+            raise StoreUnavailable(problem)
+        yield store
+    finally:
+        await store.close()
+
+
+def store_failed(exc: StoreUnavailable) -> int:
+    """A store that is down or refuses: say which setting to fix, exit 1."""
+    print(f"file store unavailable: {exc.message}", file=sys.stderr)
+    return 1
+
+
 async def prune(settings: Settings, older_than: float | None, dry_run: bool = False) -> int:
     """Retire stored copies of tasks completed before the cutoff; delete unreferenced files."""
+    try:
+        async with asset_store(settings) as store:
+            return await _prune(settings, store, older_than, dry_run)
+    except StoreUnavailable as exc:
+        return store_failed(exc)
+
+
+async def _prune(
+    settings: Settings, store: AssetStore, older_than: float | None, dry_run: bool
+) -> int:
     seconds = older_than if older_than is not None else settings.asset_retention_days * 86400
     started = SystemClock().now()
     cutoff = started - seconds
-    store = LocalAssetStore(settings.asset_dir)
     storage = await with_storage(settings)
     pruned, removed = 0, 0
     try:
@@ -57,10 +87,10 @@ async def prune(settings: Settings, older_than: float | None, dry_run: bool = Fa
     return 0
 
 
-async def sweep(store: LocalAssetStore, storage: Storage, started: float) -> int:
+async def sweep(store: AssetStore, storage: Storage, started: float) -> int:
     """Delete files no stored copy refers to, e.g. skipped by an earlier run; return how many."""
     removed = 0
-    for sha in store.hashes():
+    async for sha in store.iter_hashes():
         if not await storage.hash_in_use(sha):
             removed += await store.delete(sha, unused_since=started - 60)
     return removed
@@ -148,9 +178,19 @@ def _base_url(settings: Settings) -> str:
 
 
 async def purge(settings: Settings, older_than: float, dry_run: bool, batch: int) -> int:
+    """Delete old finished tasks with their rows, then the files no task refers to."""
+    try:
+        async with asset_store(settings) as store:
+            return await _purge(settings, store, older_than, dry_run, batch)
+    except StoreUnavailable as exc:
+        return store_failed(exc)
+
+
+async def _purge(
+    settings: Settings, store: AssetStore, older_than: float, dry_run: bool, batch: int
+) -> int:
     started = SystemClock().now()
     cutoff = started - older_than
-    store = LocalAssetStore(settings.asset_dir)
     storage = await with_storage(settings)
     try:
         if dry_run:
@@ -177,22 +217,15 @@ async def purge(settings: Settings, older_than: float, dry_run: bool, batch: int
 
 
 async def _would_remove(
-    store: LocalAssetStore, in_use: Callable[[str], Awaitable[bool]], started: float
+    store: AssetStore, in_use: Callable[[str], Awaitable[bool]], started: float
 ) -> int:
     """How many files `sweep` would delete once `in_use` holds, without deleting any."""
     removed = 0
-    for sha in store.hashes():
+    async for sha in store.iter_hashes():
         if not await in_use(sha):
-            removed += _unused_since(store, sha, started - 60)
+            used = await store.last_used(sha)  # what `store.delete(sha, started - 60)` checks
+            removed += used is not None and used < started - 60
     return removed
-
-
-def _unused_since(store: LocalAssetStore, sha: str, since: float) -> bool:
-    """What `store.delete(sha, unused_since=since)` would do, without doing it."""
-    try:
-        return store.path(sha).stat().st_mtime < since
-    except FileNotFoundError:
-        return False
 
 
 def backup(settings: Settings, path: str, *, force: bool = False) -> int:

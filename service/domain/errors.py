@@ -25,7 +25,8 @@ RelayError                      -> 500 internal_error (never raised on purpose)
 │   ├── UpstreamOutcomeUnknown  -> 503 upstream_outcome_unknown (sent; GrsAI answered 5xx)
 │   │   └── UpstreamTimeout     -> 503 upstream_timeout (sent, no answer in time)
 │   └── UpstreamProtocolError   -> 502 upstream_protocol_error (answer we cannot read)
-└── StorageUnavailable          -> 503 storage_unavailable (database busy, locked, read-only)
+├── StorageUnavailable          -> 503 storage_unavailable (database busy, locked, read-only)
+└── AssetStoreUnavailable       -> 503 asset_store_unavailable (the S3 file store is down)
 """
 
 from __future__ import annotations
@@ -199,3 +200,10 @@ class StorageUnavailable(RelayError):
 
     status = 503
     code = "storage_unavailable"
+
+
+class AssetStoreUnavailable(RelayError):
+    """The file store (an S3 bucket) cannot be reached or refuses us; try again later."""
+
+    status = 503
+    code = "asset_store_unavailable"

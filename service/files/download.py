@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from service.files.sniff import HEAD_BYTES, Kind, integrity_problem, sniff, video_size
-from service.files.store import AssetStore
+from service.files.store import AssetStore, StoreUnavailable
 from service.upstream.httppool import WatchedClient
 from service.upstream.netguard import UrlGuard, UrlRefused
 
@@ -23,10 +23,11 @@ _FLUSH = 1 << 20
 class FetchFailed(Exception):
     """A download did not produce a good file; `retryable` says whether trying again may help."""
 
-    def __init__(self, reason: str, *, retryable: bool) -> None:
+    def __init__(self, reason: str, *, retryable: bool, store_down: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retryable = retryable
+        self.retryable = retryable or store_down
+        self.store_down = store_down  # the file store failed, not the file: not an attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,13 @@ class Downloader:
         self._now = now  # a monotonic clock, for the deadline
 
     async def fetch(self, url: str) -> Fetched:
-        """Download, verify and store `url`; raise `FetchFailed` otherwise."""
+        """Download, verify and store `url`; raise `FetchFailed` otherwise.
+
+        A store that is down or refuses us is checked first (its answer is cached a few
+        seconds), so an outage does not download every file only to drop it."""
+        problem = await self._store.problem()
+        if problem is not None:
+            raise FetchFailed(f"file store unavailable: {problem}", retryable=True, store_down=True)
         staged = self._store.staging_file()
         deadline = self._now() + self._timeout
         # A last resort for a transport that ignores httpx's timeouts: they and the deadline
@@ -75,6 +82,9 @@ class Downloader:
                 digest, size, head = await self._download(url, staged, deadline)
             kind = await asyncio.to_thread(self._verify, staged, head, size)
             await self._store.put(staged, digest)
+        except StoreUnavailable as exc:
+            reason = f"file store unavailable: {exc.message}"
+            raise FetchFailed(reason, retryable=True, store_down=True) from exc
         except TimeoutError as exc:
             raise self._overdue() from exc
         except httpx.HTTPError as exc:

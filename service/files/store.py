@@ -1,4 +1,5 @@
-"""Where result files live: a small contract, and the local-filesystem backend.
+"""Where result files live: a small contract, the local-filesystem backend, and the factory that
+picks a backend from `ASSET_STORE` (an S3 bucket's driver is imported only when chosen).
 
 Files are content-addressed: named by their SHA-256, so identical files are stored once and a
 name never changes meaning. A file becomes visible only by an atomic rename of a complete,
@@ -21,8 +22,16 @@ CHUNK = 256 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached or refuses us; `message` names the setting to fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class AssetStore(Protocol):
-    """The operations the service needs from file storage (an S3 backend would offer these)."""
+    """The operations the service needs from file storage (local folder or S3 bucket)."""
 
     def staging_file(self) -> Path:
         """A new, empty local temporary file to download into."""
@@ -43,6 +52,50 @@ class AssetStore(Protocol):
     async def delete(self, sha256: str, unused_since: float) -> bool:
         """Remove a stored file unless it was (re)used after `unused_since`; True if removed."""
         ...
+
+    async def last_used(self, sha256: str) -> float | None:
+        """When the file was stored or last reused (what `delete` compares), None if absent."""
+        ...
+
+    def iter_hashes(self) -> AsyncIterator[str]:
+        """Every stored file's hash (a full sweep, for pruning)."""
+        ...
+
+    async def presign(self, sha256: str, seconds: int, content_type: str) -> str | None:
+        """A URL serving the file directly for `seconds`, or None if the store has none."""
+        ...
+
+    async def problem(self) -> str | None:
+        """Why the store cannot be used now (cached a few seconds), or None when it can."""
+        ...
+
+    def clear_staging(self, older_than: float = 0.0, now: float | None = None) -> int:
+        """Remove staged downloads left by a crash; return how many."""
+        ...
+
+    async def open(self) -> None:
+        """Make the client (no request is sent: a store that is down does not stop a start)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the client."""
+        ...
+
+
+def open_asset_store(
+    url: str, asset_dir: str | Path, *, env: dict[str, str] | None = None
+) -> AssetStore:
+    """The store `ASSET_STORE` names: empty = the folder `ASSET_DIR`, `s3://bucket/prefix` = an
+    S3-compatible bucket (downloads still stage in `ASSET_DIR/tmp`). Not opened yet: an S3
+    store needs `await store.open()` (and `close()`)."""
+    url = url.strip()
+    if not url:
+        return LocalAssetStore(asset_dir)
+    if url.startswith("s3://"):
+        from service.files.s3 import S3AssetStore  # the driver loads only when chosen
+
+        return S3AssetStore(url, asset_dir, env=env)
+    raise ValueError(f"ASSET_STORE={url!r}: use s3://bucket/prefix, or leave it empty")
 
 
 class LocalAssetStore:
@@ -120,6 +173,34 @@ class LocalAssetStore:
     def hashes(self) -> list[str]:
         """Every stored file's hash (a full sweep, for pruning)."""
         return [p.name for p in self.root.glob("??/??/*") if _SHA256.fullmatch(p.name)]
+
+    async def iter_hashes(self) -> AsyncIterator[str]:
+        """`hashes()`, listed off the event loop."""
+        for sha in await asyncio.to_thread(self.hashes):
+            yield sha
+
+    async def last_used(self, sha256: str) -> float | None:
+        """The file's mtime (touched on every reuse)."""
+        try:
+            return self.path(sha256).stat().st_mtime
+        except (FileNotFoundError, ValueError):
+            return None
+
+    async def presign(self, sha256: str, seconds: int, content_type: str) -> str | None:
+        """A folder has no URLs of its own: files are streamed by the relay."""
+        return None
+
+    async def problem(self) -> str | None:
+        """The folder must be writable."""
+        if os.access(self.root, os.W_OK | os.X_OK) and os.access(self._tmp, os.W_OK | os.X_OK):
+            return None
+        return f"ASSET_DIR {str(self.root)!r} is not a writable folder"
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
 
     def clear_staging(self, older_than: float = 0.0, now: float | None = None) -> int:
         """Remove staged files left by a crash, untouched for `older_than` seconds; return how

@@ -91,8 +91,13 @@ class Copier(QueueWorker):
             self._on_settled()
 
     def _failed(self, job: Asset, exc: FetchFailed) -> None:
-        job.attempts += 1
         job.error = exc.reason
+        if exc.store_down:  # the store's fault, not the file's: queued, no attempt spent
+            delay = (self._retry_delays or (5.0,))[0] * self._rng.uniform(0.8, 1.2)
+            job.next_attempt_at = self._clock.now() + max(delay, 0.05)
+            log.info("copy of %s/%d waits for the file store: %s", job.task_id, job.n, exc)
+            return
+        job.attempts += 1
         if exc.retryable and job.attempts <= len(self._retry_delays):
             delay = self._retry_delays[job.attempts - 1] * self._rng.uniform(0.8, 1.2)
             job.next_attempt_at = self._clock.now() + delay

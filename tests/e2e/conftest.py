@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from service.simulator import SimulatorConfig
 from tests.e2e.backends import Databases, backend_under_test
 from tests.e2e.harness import UPSTREAM_KEY, RelayProcess, SimulatorServer, free_port, relay_env
+from tests.s3server import S3Server
 
 pytestmark = pytest.mark.e2e
 TERMINAL = ("succeeded", "failed")
@@ -45,6 +47,34 @@ def _simulator() -> Iterator[SimulatorServer]:
 
 
 RelayFactory = Callable[..., RelayProcess]
+ASSET_STORES = ("local", "s3")
+
+
+def asset_store_under_test() -> str:
+    """Where the e2e relays keep result files: env `RELAY_TEST_ASSET_STORE`, `local` (the
+    folder ASSET_DIR) by default, or `s3` (a bucket of the test's own on a moto S3 server)."""
+    store = os.environ.get("RELAY_TEST_ASSET_STORE") or "local"
+    if store not in ASSET_STORES:
+        raise pytest.UsageError(f"RELAY_TEST_ASSET_STORE={store!r}: use local or s3")
+    return store
+
+
+@pytest.fixture(name="s3_server", scope="session")
+def _s3_server() -> Iterator[S3Server]:
+    """One S3 API server (moto) on 127.0.0.1 for this test process; tests make own buckets."""
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(name="asset_env")
+def _asset_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for the file store under test: none for the folder; for S3 a new bucket of
+    this test (its relays share it) and the AWS variables of the test server."""
+    if asset_store_under_test() == "local":
+        return {}
+    s3: S3Server = request.getfixturevalue("s3_server")
+    return {"ASSET_STORE": f"s3://{s3.new_bucket()}/results", **s3.env()}
 
 
 @pytest.fixture(name="databases")
@@ -59,12 +89,12 @@ def _databases(tmp_path: Path) -> Iterator[Databases]:
 
 @pytest.fixture(name="start_relay")
 def _start_relay(
-    tmp_path: Path, simulator: SimulatorServer, databases: Databases
+    tmp_path: Path, simulator: SimulatorServer, databases: Databases, asset_env: dict[str, str]
 ) -> Iterator[RelayFactory]:
     """Start relays (callback mode by default); all are stopped at teardown.
 
     Relays started with the same `db_name` share a database, and the `assets` folder beside
-    that name in the test's folder.
+    that name in the test's folder (with RELAY_TEST_ASSET_STORE=s3, the test's bucket).
     """
     started: list[RelayProcess] = []
 
@@ -72,7 +102,12 @@ def _start_relay(
         port = free_port()
         assets = (tmp_path / db_name).parent / "assets"
         env = relay_env(
-            databases.url(db_name), assets, simulator.url, public=public, port=port, **extra
+            databases.url(db_name),
+            assets,
+            simulator.url,
+            public=public,
+            port=port,
+            **{**asset_env, **extra},
         )
         relay = RelayProcess(tmp_path, env, port=port)
         started.append(relay)

@@ -43,11 +43,15 @@ class Cluster:
         """`size` replicas (not started yet) with the same settings, and the proxy (started)."""
         ports = [free_port() for _ in range(size)]
         proxy = RandomProxy([f"http://127.0.0.1:{p}" for p in ports]).start()
-        # Every replica: the same database, the same file store, GrsAI's callbacks via the proxy.
-        assets = workdir / "assets"
-        env = relay_env(database_url, assets, simulator_url, public=False, port=0, **extra)
-        env["PUBLIC_BASE_URL"] = proxy.url
-        return cls([RelayProcess(workdir, dict(env), port=p) for p in ports], proxy, database_url)
+        # Every replica: the same database, the same file store (the S3 bucket in `extra`'s
+        # ASSET_STORE; a local folder of its own otherwise), GrsAI's callbacks via the proxy.
+        relays = []
+        for n, port in enumerate(ports):
+            assets = workdir / f"assets-{n}"
+            env = relay_env(database_url, assets, simulator_url, public=False, port=0, **extra)
+            env["PUBLIC_BASE_URL"] = proxy.url
+            relays.append(RelayProcess(workdir, env, port=port))
+        return cls(relays, proxy, database_url)
 
     async def start(self) -> None:
         """Start every replica at the same moment; wait until each answers /healthz."""

@@ -9,6 +9,7 @@ restarted. Every task must end as GrsAI holds it, reach GrsAI once, and be told 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -33,6 +34,7 @@ from tests.e2e.harness import (
 )
 from tests.e2e.receiver import Receiver
 from tests.e2e.replicas import Campaign, Cluster, Row, lookup_all, run_campaign, settle, task_rows
+from tests.s3server import S3Server
 
 # Several replicas need PostgreSQL whatever the backend under test: only the PostgreSQL run
 # (RELAY_TEST_BACKEND=postgresql) selects these, so they run once per `scripts/test`.
@@ -98,10 +100,12 @@ def _database() -> Iterator[str]:
 
 @pytest.fixture(name="cluster")
 async def _cluster(
-    tmp_path: Path, database: str, simulator: SimulatorServer
+    tmp_path: Path, database: str, simulator: SimulatorServer, s3_server: S3Server
 ) -> AsyncIterator[Cluster]:
-    """Three replicas on the database, started together, behind the random proxy."""
-    cluster = Cluster.build(tmp_path, database, simulator.url, 3, **REPLICA_ENV)
+    """Three replicas on the database, started together, behind the random proxy; their result
+    files in one S3 bucket (each replica stages downloads in its own ASSET_DIR)."""
+    files = {"ASSET_STORE": f"s3://{s3_server.new_bucket()}/results", **s3_server.env()}
+    cluster = Cluster.build(tmp_path, database, simulator.url, 3, **REPLICA_ENV, **files)
     try:
         await cluster.start()
         yield cluster
@@ -246,6 +250,25 @@ async def check_run(
     assert not campaign.wrong, f"answers differ across replicas: {campaign.wrong[:3]}"
     assert all(cluster.proxy.forwarded[r.url] for r in cluster.relays), "a replica got no callback"
     assert len(acked) == campaign.tasks
+    await check_files_everywhere(cluster, client, campaign.key)
+
+
+async def check_files_everywhere(cluster: Cluster, client: httpx.AsyncClient, key: str) -> None:
+    """Result files copied by any replica are served, intact, by every replica (from the S3
+    bucket: no replica keeps a copy in its own ASSET_DIR)."""
+    stored = await cluster.fetch(
+        "SELECT task_id, n, sha256 FROM assets WHERE status = 'stored' ORDER BY task_id LIMIT 6"
+    )
+    assert stored, "no result file was copied"
+    for task_id, n, sha in stored:
+        for relay in cluster.relays:
+            url = f"{relay.url}/v1/tasks/{task_id}/results/{n}"
+            got = await client.get(url, headers=auth(key), timeout=60)
+            assert got.status_code == 200, (relay.url, got.text)
+            assert hashlib.sha256(got.content).hexdigest() == sha
+    folders = [Path(relay.env["ASSET_DIR"]) for relay in cluster.relays]
+    kept = await asyncio.to_thread(lambda: [p for f in folders for p in f.glob("??/??/*")])
+    assert not kept, f"replicas kept files in their ASSET_DIR (they belong in S3): {kept}"
 
 
 @pytest.mark.timeout(420)

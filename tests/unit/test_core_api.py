@@ -867,7 +867,8 @@ async def test_healthz(relay: Relay) -> None:
 
 
 async def test_readyz_ready_with_poller(make_relay: MakeRelay) -> None:
-    """/readyz is 200 when the database answers and the poller and copier run."""
+    """/readyz is 200 when the database answers, the poller and copier run and the file store
+    (here the folder ASSET_DIR) is writable."""
     relay = await make_relay(run_poller=True)
     response = await relay.client.get("/readyz")
     assert response.status_code == 200
@@ -879,6 +880,7 @@ async def test_readyz_ready_with_poller(make_relay: MakeRelay) -> None:
             "poller": {"status": "ok"},
             "copier": {"status": "ok"},
             "deliverer": {"status": "ok"},
+            "asset_store": {"status": "ok"},
             "http_grsai": {"status": "ok", "in_use": "0/64"},
             "http_downloads": {"status": "ok", "in_use": "0/16"},
             "http_deliveries": {"status": "ok", "in_use": "0/32"},

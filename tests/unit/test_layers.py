@@ -221,3 +221,30 @@ def test_the_checker_sees_deferred_imports() -> None:
     found = _imports_of("service.storage")
     assert {(backend, True) for backend in BACKENDS} <= set(found)
     assert ("service.storage.base", False) in found
+
+
+S3_DRIVERS = ("aiobotocore", "botocore", "aiohttp", "types_aiobotocore_s3")
+
+
+def test_only_the_s3_store_imports_its_driver() -> None:
+    """aiobotocore is imported by `service.files.s3` alone, which only the store factory
+    (`service.files.store.open_asset_store`) imports, and only when called."""
+    drivers = {
+        module
+        for module in MODULES
+        for target, _ in _imports_of(module)
+        if target.split(".")[0] in S3_DRIVERS
+    }
+    assert drivers == {"service.files.s3"}
+    users = {
+        (imp.importer, imp.deferred)
+        for imp in service_imports()
+        if imp.imported.startswith("service.files.s3")
+    }
+    assert users == {("service.files.store", True)}
+
+
+def test_the_relay_loads_no_s3_driver_unless_chosen() -> None:
+    """Importing the app and the command line (which pick the store) loads no S3 client."""
+    loaded = _loaded_after(["service.app", "service.cli.main", "service.cli.ops"])
+    assert sorted(loaded & set(S3_DRIVERS)) == []

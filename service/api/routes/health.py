@@ -16,8 +16,9 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Each dependency by name: the database answers, settings usable, the workers run, and each
-    outbound HTTP client can get a connection (a jammed or exhausted pool fails by name)."""
+    """Each dependency by name: the database answers, settings usable, the workers run, the file
+    store answers, and each outbound HTTP client can get a connection (a jammed or exhausted
+    pool fails by name)."""
     svc = services(request)
     checks: dict[str, dict[str, str]] = {}
     try:
@@ -33,6 +34,9 @@ async def readyz(request: Request) -> JSONResponse:
     if svc.settings.mirror_results:
         checks["copier"] = {"status": "ok" if svc.copier.alive else "failing"}
     checks["deliverer"] = {"status": "ok" if svc.deliverer.alive else "failing"}
+    checks["asset_store"] = {"status": "ok"}  # ASSET_STORE (or ASSET_DIR), cached a few seconds
+    if (problem := await svc.assets.problem()) is not None:
+        checks["asset_store"] = {"status": "failing", "error": problem}
     for client in svc.clients:
         checks[f"http_{client.name}"] = client.health()
     if svc.settings.ready_check_upstream:

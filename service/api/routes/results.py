@@ -1,8 +1,9 @@
 """Serving our copies of result files: GET /v1/tasks/{id}/results/{n}.
 
-Streams from storage (never a whole file in memory) with ETag (the SHA-256), long-lived private
-caching, conditional requests (If-None-Match -> 304) and single byte ranges (Range -> 206), as
-video players need.
+Streams from the file store, a folder or an S3 bucket (never a whole file in memory), with ETag
+(the SHA-256), long-lived private caching, conditional requests (If-None-Match -> 304) and single
+byte ranges (Range -> 206, a ranged read of the store), as video players need. With an S3 store
+and `ASSET_PRESIGN_SECONDS` > 0 it answers 302 to a presigned URL of the object instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from starlette.routing import Route
 from service.api.auth import authenticate
 from service.api.context import services
 from service.api.errors import error_body
-from service.domain.errors import NotFound, RangeNotSatisfiable
+from service.domain.errors import AssetStoreUnavailable, NotFound, RangeNotSatisfiable
+from service.files.store import StoreUnavailable
 
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 CACHE_CONTROL = "private, max-age=31536000, immutable"
@@ -73,13 +75,23 @@ async def result_file(request: Request) -> Response:
         if asset.status == "pruned":
             raise NotFound(message, code="asset_pruned", reason=asset.error)
         raise NotFound(message, code="asset_pending", reason=asset.error)
-    size = await svc.assets.size(asset.sha256)
-    if size is None:
-        raise NotFound("stored file is missing", code="asset_missing")
     etag = f'"{asset.sha256}"'
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Accept-Ranges": "bytes"}
     if _etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
+    try:
+        seconds = svc.settings.asset_presign_seconds
+        kind = asset.content_type or "application/octet-stream"
+        presigned = await svc.assets.presign(asset.sha256, seconds, kind) if seconds else None
+        if presigned is not None:  # valid `seconds`: the redirect itself must not be cached
+            return Response(
+                status_code=302, headers={"Location": presigned, "Cache-Control": "no-store"}
+            )
+        size = await svc.assets.size(asset.sha256)
+    except StoreUnavailable as exc:
+        raise AssetStoreUnavailable(exc.message, retry_after=5) from exc
+    if size is None:
+        raise NotFound("stored file is missing", code="asset_missing")
     if_range = request.headers.get("if-range")
     wanted = request.headers.get("range")
     if if_range is not None and if_range.strip() != etag:
