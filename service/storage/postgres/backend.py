@@ -1,5 +1,6 @@
-"""PostgreSQL backend (asyncpg): one transaction per write, row locks where a write reads what
-it changes, and `FOR UPDATE SKIP LOCKED` leases so replicas never take the same job."""
+"""PostgreSQL backend (asyncpg): concurrent applies and point lookups share statements, a row
+version check or row lock where a write reads what it changes, and `FOR UPDATE SKIP LOCKED`
+leases so replicas never take the same job."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from service.storage.postgres.core import (
     TASK_NOTICE,
     Conn,
     WorkListener,
-    no_nul,
     notify,
     notify_task,
     storage_error,
@@ -31,7 +31,6 @@ from service.storage.postgres.deliveries import PgDeliveries, queue_final_event
 from service.storage.postgres.keys import KEYS_NOTICE, PgKeys
 from service.storage.postgres.limits import PgLimits
 from service.storage.postgres.lookups import Lookup
-from service.storage.postgres.migrations import LATEST, MIGRATIONS
 from service.storage.postgres.ops import PgOps
 from service.storage.postgres.rows import (
     INSERT_TASK,
@@ -40,62 +39,12 @@ from service.storage.postgres.rows import (
     task_values,
     update_task_row,
 )
+from service.storage.postgres.session import keep_session, migrate, safe_url, setup_connection
 
 _BY_IDS = " WHERE id = ANY($1::text[])"
 _BY_TOKENS = (
     "SELECT token_hash, id, upstream_id, status FROM tasks WHERE token_hash = ANY($1::bytea[])"
 )
-# Any fixed number: the advisory lock that one migrating process holds while the others wait.
-MIGRATION_LOCK = 0x67727361  # "grsa"
-
-
-def _same(text: str) -> str:
-    return text
-
-
-async def setup_connection(conn: Any) -> None:
-    """Every pooled connection encodes text parameters through `no_nul` (arrays of text do
-    not go through it: their builders call `no_nul` themselves)."""
-    await conn.set_type_codec(
-        "text", schema="pg_catalog", encoder=no_nul, decoder=_same, format="text"
-    )
-
-
-async def keep_session(_conn: Any) -> None:
-    """What a pooled connection needs on its way back to the pool beyond asyncpg's rollback of
-    an open transaction: nothing. The backend never leaves session state behind (no SET, no
-    session advisory lock, no LISTEN or cursor on a pooled connection), and asyncpg's default
-    reset costs one more round trip per query (it halved the lookups' throughput)."""
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, _, rest = url.partition("://")
-    credentials, at, place = rest.rpartition("@")
-    if not at:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}@{place}"
-
-
-async def migrate(conn: Conn) -> int:
-    """Apply pending migrations in one transaction under an advisory lock: replicas starting
-    together take turns, and the later ones find the schema done. Returns the version."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        version = await conn.fetchval("SELECT version FROM schema_version")
-        if version is None:
-            version = 0
-            await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-        if version > LATEST:
-            raise StorageUnavailable(
-                f"database schema {version} is newer than this code ({LATEST})"
-            )
-        for number in range(version + 1, LATEST + 1):
-            for statement in MIGRATIONS[number - 1]:
-                await conn.execute(statement)
-            await conn.execute("UPDATE schema_version SET version = $1", number)
-        return LATEST
 
 
 class PostgresStorage(PgKeys, PgAssets, PgDeliveries, PgOps, PgLimits):
