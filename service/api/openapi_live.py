@@ -3,7 +3,7 @@ documented with `getTask` in `openapi.py`."""
 
 from __future__ import annotations
 
-from service.api.openapi import (
+from service.api.openapi_parts import (
     _REQUEST_ID,
     _RETRY_AFTER,
     NOT_FOUND,

@@ -14,7 +14,8 @@ from schemathesis.core.result import Err
 from starlette.routing import Route
 
 from service.api.errors import error_body
-from service.api.openapi import REF_TEMPLATE, document_for, openapi_document
+from service.api.openapi import document_for, openapi_document
+from service.api.openapi_parts import REF_TEMPLATE
 from service.api.routes import docs
 from service.domain.records import Asset, Attempt, Delivery, delivery_json
 from service.jobs.schemas import TaskCreate
