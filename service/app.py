@@ -168,6 +168,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
         stack.push_async_callback(assets.close)
         metrics.watch(storage.queue_stats, storage.status_counts, app.clock.now)
         metrics.watch_pools(lambda: [client.stats() for client in clients])
+        metrics.live_waiters.set_function(lambda: app.watch.watchers)
         assert settings.grsai_api_key is not None  # create_app refuses to start without one
         upstream = GrsaiClient(
             clients.grsai,

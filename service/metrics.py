@@ -95,6 +95,11 @@ class Metrics:
         self.rate_limited = Counter(
             "grsai_relay_rate_limited", "Submissions refused by the rate limit", registry=r
         )
+        self.live_waiters = Gauge(
+            "grsai_relay_live_waiters",
+            "Task event streams and long-polls open now, waiting for a change",
+            registry=r,
+        )
         self.workers_alive = Gauge(
             "grsai_relay_worker_alive", "1 while a background worker runs", ["worker"], registry=r
         )

@@ -197,6 +197,17 @@ async def test_heartbeats_and_the_per_key_limit_and_a_client_leaving(
                 await asyncio.sleep(0.05)
 
 
+async def _until_waiting(client: httpx.AsyncClient, relay: RelayProcess, count: int) -> None:
+    """Wait until the relay's gauge of open streams and long-polls reaches `count`."""
+    async with asyncio.timeout(HANG):
+        while True:
+            text = (await client.get(f"{relay.url}/metrics")).text
+            line = next(x for x in text.splitlines() if x.startswith("grsai_relay_live_waiters "))
+            if float(line.split()[1]) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def test_sigterm_ends_open_streams_and_long_polls_at_once(
     start_relay: RelayFactory, client: httpx.AsyncClient
 ) -> None:
@@ -214,6 +225,9 @@ async def test_sigterm_ends_open_streams_and_long_polls_at_once(
         for opened in streams:
             assert await opened.next_event() is not None
         polls = [asyncio.create_task(client.get(url, headers=held)) for _ in range(3)]
+        # SIGTERM only once the relay holds all six: a request still in a socket buffer when
+        # the server stops is refused with the connection, which is not what this tests
+        await _until_waiting(client, relay, 6)
         code = await asyncio.wait_for(asyncio.to_thread(relay.terminate, HANG), HANG)
         assert code == 0
         for opened in streams:
