@@ -13,11 +13,12 @@ server before the PostgreSQL run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -111,6 +112,16 @@ def create_database() -> str:
 def drop_database(url: str) -> None:
     """Drop a database `create_database()` made, even while connections to it remain."""
     _admin(f'DROP DATABASE IF EXISTS "{_database_name(url)}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A database of its own on the test server (its URL), dropped when the block ends."""
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
 
 
 def placeholders(sql: str) -> str:

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from benchlib.plan import PlanTask
-from benchlib.seed import TASK_COLUMNS, task_rows
+from benchlib.seed import task_rows
+from service.storage.columns import TASK_COLUMNS
 
 T = TypeVar("T")
 KEY_TABLES = {  # what the SQLite base's API key is made of, column by column

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench_naive import SCHEMA as naive_schema
 from benchlib.plan import PlanTask
+from service.storage.columns import TASK_COLUMNS  # the relay's own row layout
 
 BATCH = 50_000
 MODEL, ENDPOINT = "nano-banana-pro", "/v1/draw/nano-banana"
@@ -85,12 +86,6 @@ def task_rows(count: int, key_id: str, now: float) -> Iterator[tuple[object, ...
         )  # fmt: skip
 
 
-TASK_COLUMNS = (
-    "id", "api_key_id", "model", "endpoint", "mode", "status", "progress", "upstream_id",
-    "input", "results", "failure_reason", "error", "metadata", "callback_url", "created_at",
-    "updated_at", "completed_at", "submit_state", "idempotency_key", "request_hash",
-    "token_hash", "last_event_at", "next_poll_at", "poll_attempts",
-)  # fmt: skip
 # Fixed column names; every value is bound.
 _INSERT = (
     f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)})"  # noqa: S608

@@ -32,11 +32,8 @@ def sqlite_database(folder: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def postgresql_database(_folder: Path) -> Iterator[str]:
     """A database of its own on the test PostgreSQL server, dropped afterwards."""
-    url = pgserver.create_database()
-    try:
+    with pgserver.fresh_database() as url:
         yield url
-    finally:
-        pgserver.drop_database(url)
 
 
 BACKENDS: dict[str, Callable[[Path], contextlib.AbstractContextManager[str]]] = {

@@ -91,11 +91,8 @@ def _receiver() -> Iterator[Receiver]:
 @pytest.fixture(name="database")
 def _database() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped after the test."""
-    url = pgserver.create_database()
-    try:
+    with pgserver.fresh_database() as url:
         yield url
-    finally:
-        pgserver.drop_database(url)
 
 
 @pytest.fixture(name="cluster")

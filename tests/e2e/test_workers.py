@@ -30,11 +30,8 @@ pytestmark = pytest.mark.no_database
 @pytest.fixture(name="database_url")
 def _database_url() -> Iterator[str]:
     """An empty PostgreSQL database of this test's own."""
-    url = pgserver.create_database()
-    try:
+    with pgserver.fresh_database() as url:
         yield url
-    finally:
-        pgserver.drop_database(url)
 
 
 def workers_of(parent: int) -> set[int]:

@@ -26,24 +26,18 @@ from tests import pgserver
 from tests.contract.conftest import KEY, NOW, key_hash, make_task
 
 
-def _database() -> Iterator[str]:
-    url = pgserver.create_database()
-    try:
-        yield url
-    finally:
-        pgserver.drop_database(url)
-
-
 @pytest.fixture(name="url")
 def _url() -> Iterator[str]:
     """An empty database of this test's own."""
-    yield from _database()
+    with pgserver.fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(name="copy_url")
 def _copy_url() -> Iterator[str]:
     """A second empty database, to restore into."""
-    yield from _database()
+    with pgserver.fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(name="storage")
