@@ -30,11 +30,13 @@ from service.jobs.delivery import Deliverer, DeliveryPolicy, parse_schedule
 from service.jobs.ingest import CallbackIngestor
 from service.jobs.poller import Poller
 from service.jobs.ratelimit import SubmitLimiter
+from service.jobs.reach import CallbackHealth, PublicWatch
 from service.jobs.submission import Submitter
 from service.jobs.watch import StreamSlots, TaskWatch
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage import Storage, open_storage
+from service.tunnel.public import PublicAddress
 from service.upstream.clients import HttpClients, Transports, build_clients
 from service.upstream.grsai import GrsaiClient
 from service.upstream.netguard import Resolver, UrlGuard, parse_networks, system_resolver
@@ -83,6 +85,7 @@ class Lasting:
     rng: random.Random
     demo_mode: bool
     watch: TaskWatch  # live status; `stop_streams` closes it when the server starts stopping
+    public: PublicAddress  # PUBLIC_BASE_URL, or a tunnel's URL as it changes
 
 
 def _outbox_workers(
@@ -109,7 +112,7 @@ def _outbox_workers(
             concurrency=settings.delivery_concurrency,
             per_host=settings.delivery_per_host,
         ),
-        base_url=settings.public_base_url or "",
+        base_url=lambda: app.public.base,
         tick=settings.delivery_tick,
         rng=app.rng,
         metrics=app.metrics,
@@ -187,6 +190,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             copier.kick()
             deliverer.kick()
 
+        callbacks = CallbackHealth(app.clock)
         poller = Poller(
             storage,
             upstream,
@@ -199,12 +203,23 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             rng=app.rng,
             copy_results=settings.mirror_results,
             on_final=finished,
+            on_silent=callbacks.silent,
+        )
+        public_watch = PublicWatch(
+            app.public,
+            storage,
+            app.clock,
+            app.entropy,
+            on_switched=poller.kick,
+            check=settings.public_url_check,
         )
         # downloads a replica sharing ASSET_DIR still writes are touched within the stall timeout
         assets.clear_staging(older_than=settings.asset_stall_timeout * 2)
         stop_grace = min(5.0, settings.shutdown_timeout)
         for worker in (deliverer, copier, poller):  # the poller stops first
             stack.push_async_callback(worker.stop, stop_grace)
+        stack.push_async_callback(public_watch.stop)
+        public_watch.start(check_first=run_workers)
         if run_workers:
             poller.start()
             if settings.mirror_results:
@@ -230,7 +245,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
                 policy,
                 app.clock,
                 app.entropy,
-                public_base_url=settings.public_base_url,
+                public_url=lambda: app.public.url,
                 metadata_limit=settings.metadata_max_bytes,
                 callback_guard=deliverer.guard,
                 limiter=limiter,
@@ -244,6 +259,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
                 verify_timeout=settings.upstream_verify_timeout,
                 copy_results=settings.mirror_results,
                 on_final=finished,
+                on_heard=callbacks.heard,
             ),
             poller=poller,
             assets=assets,
@@ -254,6 +270,9 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             clock=app.clock,
             entropy=app.entropy,
             watch=app.watch,
+            public=app.public,
+            public_check=public_watch,
+            callback_health=callbacks,
             streams=StreamSlots(settings.streams_per_key),
             demo_mode=app.demo_mode,
         )
@@ -265,13 +284,15 @@ def create_app(
     seams: Seams | None = None,
     run_workers: bool = True,
     demo_mode: bool = False,
+    public: PublicAddress | None = None,
 ) -> Starlette:
     """Build the grsai-relay ASGI app. Reads the environment only when `settings` is None.
 
     Nothing is opened here: each run of the app's lifespan builds, opens and closes its own
     clients, storage and workers, and yields them as the typed state routes read (`State`).
     `demo_mode` is set by `grsai-relay serve` when it runs against its own simulator: only
-    then are keys made by demo mode accepted.
+    then are keys made by demo mode accepted. `public` is the tunnel's address when
+    `serve --tunnel` runs one (default: PUBLIC_BASE_URL, fixed).
     """
     settings = settings or Settings()
     if settings.grsai_api_key is None:
@@ -286,6 +307,7 @@ def create_app(
         seams.rng or random.Random(),
         demo_mode,
         TaskWatch(),
+        public or PublicAddress(settings.public_base_url),
     )
 
     @contextlib.asynccontextmanager

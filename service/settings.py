@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     grsai_api_key: str | None = None
     grsai_base_url: str = "https://grsaiapi.com"
     public_base_url: str | None = None
+    public_url_check: bool = True
     database_url: str = "sqlite:///./data/grsai-relay.db"
 
     host: str = "127.0.0.1"

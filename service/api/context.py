@@ -22,6 +22,7 @@ from service.jobs.watch import StreamSlots, TaskWatch
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage import Storage
+from service.tunnel.public import PublicAddress
 
 
 class Worker(Protocol):
@@ -80,6 +81,14 @@ class OutboundPool(Protocol):
         ...
 
 
+class Reporter(Protocol):
+    """A readiness check that reports itself (`/readyz`)."""
+
+    def report(self) -> dict[str, str]:
+        """The check's state: `status` (ok, warning or failing) and what explains it."""
+        ...
+
+
 class Limiter(Protocol):
     """The per-key submission rate limit."""
 
@@ -108,6 +117,9 @@ class Services:
     entropy: Entropy
     watch: TaskWatch  # live status: waiters woken when a task changes
     streams: StreamSlots  # live status: open event streams per API key
+    public: PublicAddress  # where GrsAI's callbacks reach us now (a tunnel may move it)
+    public_check: Reporter  # the public URL's self-check
+    callback_health: Reporter  # callbacks that stopped arriving
     demo_mode: bool = False  # serving demo mode's simulator: demo keys are accepted
 
 

@@ -152,8 +152,11 @@ class Health(BaseModel):
 class Check(BaseModel):
     """One dependency's state."""
 
-    status: Literal["ok", "failing"]
+    status: Literal["ok", "warning", "failing"] = Field(
+        description="`warning` is reported but leaves the relay ready"
+    )
     error: str | None = None
+    detail: str | None = None
     mode: Literal["callback", "poll"] | None = None
     in_use: str | None = Field(default=None, description="An HTTP client's busy/all connections")
 

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -73,7 +73,7 @@ class Deliverer(QueueWorker):
         clock: Clock,
         policy: DeliveryPolicy,
         *,
-        base_url: str,
+        base_url: Callable[[], str],
         tick: float = 1.0,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
@@ -109,7 +109,7 @@ class Deliverer(QueueWorker):
         event = {
             "type": delivery.event_type,
             "timestamp": rfc3339(delivery.event_at),
-            "data": task.to_json(self._base_url),
+            "data": task.to_json(self._base_url()),
         }
         return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 

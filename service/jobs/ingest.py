@@ -65,6 +65,7 @@ class CallbackIngestor:
         verify_timeout: float,
         copy_results: bool = False,
         on_final: Callable[[], None] = lambda: None,
+        on_heard: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -74,6 +75,7 @@ class CallbackIngestor:
         self._verify_timeout = verify_timeout
         self._copy_results = copy_results
         self._on_final = on_final
+        self._on_heard = on_heard  # a callback with a valid token arrived
         self._verifying: dict[str, tuple[asyncio.Lock, int]] = {}  # task id -> (lock, users)
 
     async def find_task(self, token: str) -> TaskRef:
@@ -88,6 +90,7 @@ class CallbackIngestor:
     async def receive(self, task: TaskRef, raw: bytes) -> str:
         """Store and apply one callback body; return its outcome."""
         now = self._clock.now()
+        self._on_heard()
         try:
             obs = parse_task_object(loads_object(raw))
         except Malformed as exc:

@@ -47,6 +47,7 @@ class Poller(QueueWorker):
         rng: random.Random | None = None,
         copy_results: bool = False,
         on_final: Callable[[], None] = lambda: None,
+        on_silent: Callable[[str], None] = lambda task_id: None,
     ) -> None:
         super().__init__("poller", tick, log)
         self._storage = storage
@@ -58,6 +59,7 @@ class Poller(QueueWorker):
         self._rng = rng or random.Random()
         self._copy_results = copy_results
         self._on_final = on_final
+        self._on_silent = on_silent  # a callback-mode task heard nothing in its silence window
         self._slots = asyncio.Semaphore(concurrency)
         self.polls = 0
 
@@ -97,6 +99,8 @@ class Poller(QueueWorker):
                 await self._reschedule(task, now)
             return
         self.polls += 1
+        if task.mode == "callback" and task.last_event_at is None:
+            self._on_silent(task.id)
         try:
             obs = await self._upstream.poll(task.upstream_id)
         except UpstreamError as exc:

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,7 @@ class Submitter:
         clock: Clock,
         entropy: Entropy,
         *,
-        public_base_url: str | None,
+        public_url: Callable[[], str | None],
         metadata_limit: int,
         callback_guard: UrlGuard | None = None,
         limiter: SubmitLimiter | None = None,
@@ -78,7 +79,7 @@ class Submitter:
         self._policy = policy
         self._clock = clock
         self._entropy = entropy
-        self._public_base_url = public_base_url
+        self._public_url = public_url  # read per task: a tunnel may move or drop it
         self._metadata_limit = metadata_limit
         self._callback_guard = callback_guard
         self._limiter = limiter
@@ -135,7 +136,8 @@ class Submitter:
             if existing is not None:
                 return self._replay(existing, fingerprint)
         now = self._clock.now()
-        token = new_callback_token(self._entropy) if self._public_base_url else None
+        public_url = self._public_url()
+        token = new_callback_token(self._entropy) if public_url else None
         task = Task(
             id=new_task_id(self._entropy),
             api_key_id=key.id,
@@ -162,7 +164,7 @@ class Submitter:
                     "a request with this Idempotency-Key is in flight", code="idempotency_in_flight"
                 ) from None
             return self._replay(existing, fingerprint)
-        web_hook = f"{self._public_base_url}/webhooks/grsai/{token}" if token else "-1"
+        web_hook = f"{public_url}/webhooks/grsai/{token}" if token else "-1"
         try:
             async with self._slot():
                 upstream_id = await self._upstream.submit(path, {**task.input, "webHook": web_hook})

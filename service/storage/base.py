@@ -160,6 +160,11 @@ class Storage(Protocol):
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Task]:
         """Take up to `limit` tasks whose poll is due, pushing their next poll to `lease_until`."""
 
+    async def switch_to_polling(self, now: float) -> int:
+        """Every open callback-mode task goes to poll mode, its poll due at `now` (the public
+        URL its callbacks were sent to is gone); return how many. Polls already due keep their
+        time."""
+
     async def events(self, task_id: str) -> list[Event]:
         """Every stored event of a task, oldest first."""
 

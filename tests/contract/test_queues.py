@@ -226,3 +226,22 @@ async def test_queue_stats_count_due_copies_and_deliveries(storage: Storage) -> 
     stats = await storage.queue_stats(NOW + 10)
     assert (stats["copier"][0], stats["deliverer"]) == (2, (1, 6.0))
     assert stats["copier"][1] >= 10.0  # new copy jobs are due at once
+
+
+async def test_switch_to_polling_takes_open_callback_tasks_only(storage: Storage) -> None:
+    """Open callback-mode tasks become poll-mode tasks due now; others keep mode and time."""
+    silent = make_task(1, mode="callback", next_poll_at=NOW + 60)
+    due = make_task(2, mode="callback", next_poll_at=NOW - 5)
+    polled = make_task(3, mode="poll", next_poll_at=NOW + 30)
+    for task in (silent, due, polled, make_task(4, mode="callback", next_poll_at=NOW + 60)):
+        await storage.insert_task(task)
+    await storage.apply("task_4", finishing("succeeded", NOW), None)
+    assert await storage.switch_to_polling(NOW) == 1
+    found = {n: await storage.task(f"task_{n}") for n in (1, 2, 3, 4)}
+    modes = {n: (t.mode, t.next_poll_at) for n, t in found.items() if t is not None}
+    assert modes[1] == ("poll", NOW)
+    assert modes[2] == ("callback", NOW - 5)
+    assert modes[3] == ("poll", NOW + 30)
+    assert modes[4][0] == "callback"
+    assert await storage.switch_to_polling(NOW) == 0
+    assert [t.id for t in await storage.claim_due(NOW, 10, NOW + 60)] == ["task_2", "task_1"]

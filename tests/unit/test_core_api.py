@@ -881,6 +881,8 @@ async def test_readyz_ready_with_poller(make_relay: MakeRelay) -> None:
             "copier": {"status": "ok"},
             "deliverer": {"status": "ok"},
             "asset_store": {"status": "ok"},
+            "public_url": {"status": "ok", "url": "http://relay.test", "probe": "off"},
+            "callbacks": {"status": "ok", "last_callback": "none yet"},
             "http_grsai": {"status": "ok", "in_use": "0/64"},
             "http_downloads": {"status": "ok", "in_use": "0/16"},
             "http_deliveries": {"status": "ok", "in_use": "0/32"},

@@ -146,7 +146,7 @@ def _rendered(public_base_url: str | None) -> bytes:
 
 async def openapi_json(request: Request) -> Response:
     """GET /openapi.json: the OpenAPI 3.1 document of this relay."""
-    body = _rendered(services(request).settings.public_base_url)
+    body = _rendered(services(request).public.base or None)
     return Response(body, media_type="application/json")
 
 

@@ -18,7 +18,8 @@ async def healthz(request: Request) -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     """Each dependency by name: the database answers, settings usable, the workers run, the file
     store answers, and each outbound HTTP client can get a connection (a jammed or exhausted
-    pool fails by name)."""
+    pool fails by name). Warnings (the public URL's self-check failed, callbacks stopped
+    arriving) leave the relay ready: its tasks still finish by polling."""
     svc = services(request)
     checks: dict[str, dict[str, str]] = {}
     try:
@@ -28,7 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = {"status": "failing", "error": exc.message}
     checks["settings"] = {
         "status": "ok",
-        "mode": "callback" if svc.settings.public_base_url else "poll",
+        "mode": "callback" if svc.public.url else "poll",
     }
     checks["poller"] = {"status": "ok" if svc.poller.alive else "failing"}
     if svc.settings.mirror_results:
@@ -37,11 +38,13 @@ async def readyz(request: Request) -> JSONResponse:
     checks["asset_store"] = {"status": "ok"}  # ASSET_STORE (or ASSET_DIR), cached a few seconds
     if (problem := await svc.assets.problem()) is not None:
         checks["asset_store"] = {"status": "failing", "error": problem}
+    checks["public_url"] = svc.public_check.report()
+    checks["callbacks"] = svc.callback_health.report()
     for client in svc.clients:
         checks[f"http_{client.name}"] = client.health()
     if svc.settings.ready_check_upstream:
         checks["grsai"] = await svc.upstream.reachable(svc.clock.now())
-    ready = all(c["status"] == "ok" for c in checks.values())
+    ready = all(c["status"] != "failing" for c in checks.values())  # a warning still serves
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
 

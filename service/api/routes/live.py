@@ -127,7 +127,7 @@ async def long_poll(
     scope["route"] = LONG_POLL_ROUTE
     svc = scope_services(scope)
     task_id = scope["path_params"]["task_id"]
-    base_url = svc.settings.public_base_url or ""
+    base_url = svc.public.base
     held = _etags(header(scope, b"if-none-match"))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -198,7 +198,7 @@ class TaskEvents:
         self, svc: Services, key_id: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         task_id = scope["path_params"]["task_id"]
-        base_url = svc.settings.public_base_url or ""
+        base_url = svc.public.base
         sent = (header(scope, b"last-event-id") or b"").decode("latin-1").strip()
         with svc.watch.watch(task_id) as watcher:  # before the read: no change slips between
             task = await _task(svc, key_id, task_id)
@@ -231,7 +231,7 @@ class TaskEvents:
     ) -> None:
         """Send each new state, and a heartbeat comment when idle, until the task settles,
         the client goes or the server stops."""
-        base_url = svc.settings.public_base_url or ""
+        base_url = svc.public.base
         while True:
             body, etag = encode_task(task, base_url)
             if etag != sent:

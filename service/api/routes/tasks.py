@@ -50,7 +50,7 @@ async def create_task(request: Request) -> JSONResponse:
         await read_body(request, svc.settings.api_max_body_bytes, svc.settings.body_timeout)
     )
     accepted = await svc.submitter.submit(key, body, request.headers.get("idempotency-key"))
-    base = svc.settings.public_base_url or ""
+    base = svc.public.base
     headers = {"Location": f"{base}/v1/tasks/{accepted.task.id}"}
     if accepted.replayed:
         headers |= REPLAYED
@@ -73,7 +73,7 @@ class TaskLookup:
         task = await svc.storage.task(task_id, key.id) if len(task_id) <= 64 else None
         if task is None:
             raise NotFound("no such task")
-        await send_task(send, *encode_task(task, svc.settings.public_base_url or ""))
+        await send_task(send, *encode_task(task, svc.public.base))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,7 @@ async def list_tasks(request: Request) -> JSONResponse:
     next_cursor = None
     if len(tasks) > limit and last:
         next_cursor = Cursor(last, status, model, limit).encode()
-    base = services(request).settings.public_base_url or ""
+    base = services(request).public.base
     return JSONResponse({"data": [t.to_json(base) for t in page], "next_cursor": next_cursor})
 
 

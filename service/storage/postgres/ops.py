@@ -72,6 +72,18 @@ class PgOps(PgBase):
         )
         return [row_task(row) for row in await self._fetch(sql, *params, limit)]
 
+    async def switch_to_polling(self, now: float) -> int:
+        """Open callback-mode tasks go to poll mode, due now (one statement)."""
+        sql = (
+            "UPDATE tasks SET mode = 'poll', next_poll_at = $1"
+            " WHERE mode = 'callback' AND status IN ('pending', 'running') AND next_poll_at > $1"
+        )
+
+        async def op(conn: Conn) -> int:
+            return int((await conn.execute(sql, now)).rsplit(" ", 1)[-1])
+
+        return await self._tx(op)
+
     async def purge_counts(self, completed_before: float) -> dict[str, int]:
         """What `purge_tasks` would delete now, per table, and `held`: old tasks still busy."""
         counts: dict[str, int] = {}

@@ -55,6 +55,12 @@ def _rows_about(ids: str) -> dict[str, str]:
     }
 
 
+_TO_POLLING = (
+    "UPDATE tasks SET mode = 'poll', next_poll_at = ?"
+    " WHERE mode = 'callback' AND status IN ('pending', 'running') AND next_poll_at > ?"
+)
+
+
 class SQLiteOps(SQLiteBase):
     """Mixed into `SQLiteStorage`."""
 
@@ -81,6 +87,15 @@ class SQLiteOps(SQLiteBase):
                 params.append(value)
         sql = f"{SELECT_TASK} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
         return [row_task(row) for row in await self._ops_read(sql, (*params, limit))]
+
+    async def switch_to_polling(self, now: float) -> int:
+        """Open callback-mode tasks go to poll mode, due now (one write)."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(_TO_POLLING, (now, now)).rowcount
+
+        switched: int = await self._write(op)
+        return switched
 
     async def purge_counts(self, completed_before: float) -> dict[str, int]:
         """What `purge_tasks` would delete now, per table, and `held`: old tasks still busy."""
