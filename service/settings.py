@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
     grsai_base_url: str = "https://grsaiapi.com"
     public_base_url: str | None = None
     public_url_check: bool = True
+    # `serve --tunnel`: a public URL from ngrok (its SDK) or a cloudflared quick tunnel
+    tunnel: Literal["none", "ngrok", "cloudflared"] = "none"
+    tunnel_fallback: Literal["exit", "poll"] = "exit"
+    tunnel_start_timeout: float = Field(default=30.0, gt=0)
+    ngrok_authtoken: str | None = None
+    ngrok_domain: str | None = None
     database_url: str = "sqlite:///./data/grsai-relay.db"
 
     host: str = "127.0.0.1"

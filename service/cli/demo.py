@@ -15,6 +15,8 @@ import os
 import threading
 from pathlib import Path
 
+import uvicorn
+
 from service.cli.keys import add_key
 from service.cli.ops import with_storage
 from service.cli.preflight import listen
@@ -40,8 +42,21 @@ class SimulatorLabel(logging.Filter):
         return True
 
 
-def start_simulator(step_interval: float = 1.0) -> str:
-    """Serve the simulator from a daemon thread on a free loopback port; return its base URL."""
+class EmbeddedSimulator:
+    """The demo's simulator, served by a thread of this process until `stop`."""
+
+    def __init__(self, url: str, server: uvicorn.Server, thread: threading.Thread) -> None:
+        self.url, self._server, self._thread = url, server, thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving and wait for the thread: a server thread still running while the
+        interpreter shuts down can crash it (a demo relay once died of SIGSEGV on SIGTERM)."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+
+def start_simulator(step_interval: float = 1.0) -> EmbeddedSimulator:
+    """Serve the simulator from a daemon thread on a free loopback port."""
     sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]
     config = SimulatorConfig(api_key=DEMO_UPSTREAM_KEY, step_interval=step_interval)
@@ -53,7 +68,7 @@ def start_simulator(step_interval: float = 1.0) -> str:
         target=server.run, kwargs={"sockets": [sock]}, name=SIMULATOR_THREAD, daemon=True
     )
     thread.start()
-    return f"http://127.0.0.1:{port}"
+    return EmbeddedSimulator(f"http://127.0.0.1:{port}", server, thread)
 
 
 def own_url(host: str, port: int) -> str:

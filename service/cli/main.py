@@ -23,40 +23,62 @@ from service.simulator import SimulatorConfig, run_simulator
 log = logging.getLogger("grsai_relay")
 
 
-def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
-    """Bind the port first, then the database (and demo key), then start serving: here, or
-    in `workers` processes sharing the socket (see `supervisor`)."""
+def _serve(settings: Settings, host: str, port: int, workers: int, tunnel: str) -> int:
+    """Bind the port first, then the tunnel (if any), the database (and demo key), then start
+    serving: here, or in `workers` processes sharing the socket (see `supervisor`)."""
     from service.app import create_app
-    from service.cli.demo import banner, demo_key, demo_key_file, demo_settings, start_simulator
+    from service.cli.demo import (
+        banner,
+        demo_key,
+        demo_key_file,
+        demo_settings,
+        own_url,
+        start_simulator,
+    )
     from service.cli.preflight import listen, loopback_fetch_warning
+    from service.cli.tunnels import open_public_address, ready_line, say
     from service.server import serve
+    from service.tunnel.public import PublicAddress
 
     sock = listen(host, port)
     port = sock.getsockname()[1]
-    demo = settings.demo_mode
+    local_url, demo = own_url(host, port), settings.demo_mode
+    tunnelled = open_public_address(settings, tunnel, local_url)
+    if tunnelled is None:
+        sock.close()
+        return 1
+    simulator = None
     try:
         if demo:
             key, signing = asyncio.run(demo_key(settings))
-            settings = demo_settings(settings, start_simulator(), host, port)
+            simulator = start_simulator()
+            settings = demo_settings(settings, simulator.url, host, port)
         else:
             asyncio.run(_open_database(settings))
             warning = loopback_fetch_warning(settings)
             if warning is not None:
                 log.warning(warning)
-        app = create_app(settings, demo_mode=demo) if workers == 1 else None
-    except BaseException:
-        sock.close()
-        raise
-    if demo:
-        print(banner(settings, key, signing, demo_key_file(settings)), flush=True)
-    # uvicorn names the address only for sockets it bound itself
-    log.info("listening on http://%s:%d", *sock.getsockname()[:2])
-    if app is None:
-        from service.cli.supervisor import supervise
+        if tunnel != "none":  # the tunnel's URL (None: it never came up, poll mode)
+            settings = settings.model_copy(update={"public_base_url": tunnelled.public.url})
+        public = tunnelled.public if tunnel != "none" else PublicAddress(settings.public_base_url)
+        app = create_app(settings, demo_mode=demo, public=public) if workers == 1 else None
+        if demo:
+            print(banner(settings, key, signing, demo_key_file(settings)), flush=True)
+        # uvicorn names the address only for sockets it bound itself
+        log.info("listening on http://%s:%d", *sock.getsockname()[:2])
+        if app is None:
+            from service.cli.supervisor import supervise
 
-        return supervise(settings, demo, sock, workers)
-    serve(app, settings, sock)
-    return 0
+            return supervise(
+                settings, demo, sock, workers, lambda: say(ready_line(public, local_url))
+            )
+        serve(app, settings, sock, on_started=lambda: say(ready_line(public, local_url)))
+        return 0
+    finally:
+        sock.close()
+        tunnelled.stop()
+        if simulator is not None:
+            simulator.stop()  # a server thread left running at exit can crash the interpreter
 
 
 async def _open_database(settings: Settings) -> int:
@@ -80,6 +102,18 @@ def parser() -> argparse.ArgumentParser:
         type=_positive,
         default=None,
         help="processes serving the port (default: WORKERS or 1; more than 1 needs PostgreSQL)",
+    )
+    serve.add_argument(
+        "--tunnel",
+        choices=("none", "ngrok", "cloudflared"),
+        default=None,
+        help="open a tunnel and use its URL as the public URL (default: TUNNEL or none)",
+    )
+    serve.add_argument(
+        "--tunnel-fallback",
+        choices=("exit", "poll"),
+        default=None,
+        help="when the tunnel cannot come up: exit, or serve in poll mode (TUNNEL_FALLBACK)",
     )
     sim = sub.add_parser("simulator", help="run the GrsAI simulator")
     sim.add_argument("--host", default="127.0.0.1")
@@ -169,10 +203,15 @@ def _run(settings: Settings, ns: argparse.Namespace) -> int:
         workers = settings.workers if ns.workers is None else ns.workers
         asked_by = f"WORKERS={workers}" if ns.workers is None else f"--workers {workers}"
         problem = workers_problem(settings, workers, asked_by)
+        tunnel = ns.tunnel or settings.tunnel
+        if problem is None and tunnel != "none" and workers > 1:
+            problem = f"--tunnel runs in one process; it cannot be used with {asked_by}"
         if problem is not None:
             print(f"grsai-relay: {problem}", file=sys.stderr)
             return 2
-        return _serve(settings, ns.host or settings.host, port, workers)
+        if ns.tunnel_fallback is not None:
+            settings = settings.model_copy(update={"tunnel_fallback": ns.tunnel_fallback})
+        return _serve(settings, ns.host or settings.host, port, workers, tunnel)
     if ns.command == "keys":
         return asyncio.run(cli_keys.keys(settings, ns))
     if ns.command == "tasks":

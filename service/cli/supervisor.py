@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnProcess
@@ -47,10 +48,17 @@ _SPAWN = multiprocessing.get_context("spawn")
 _PR_SET_PDEATHSIG = 1
 
 
-def supervise(settings: Settings, demo: bool, sock: socket.socket, workers: int) -> int:
-    """Serve `sock` from `workers` child processes until SIGTERM/SIGINT; return the exit code."""
+def supervise(
+    settings: Settings,
+    demo: bool,
+    sock: socket.socket,
+    workers: int,
+    on_ready: Callable[[], None] = lambda: None,
+) -> int:
+    """Serve `sock` from `workers` child processes until SIGTERM/SIGINT; return the exit code.
+    `on_ready` is called once, when the first child serves."""
     try:
-        return Supervisor(settings, demo, sock, workers).run()
+        return Supervisor(settings, demo, sock, workers, on_ready).run()
     finally:
         sock.close()
 
@@ -101,8 +109,16 @@ def describe_exit(code: int | None) -> str:
 class Supervisor:
     """Starts, watches, replaces and finally stops the serving processes."""
 
-    def __init__(self, settings: Settings, demo: bool, sock: socket.socket, workers: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        demo: bool,
+        sock: socket.socket,
+        workers: int,
+        on_ready: Callable[[], None] = lambda: None,
+    ) -> None:
         self.settings, self.demo, self.sock, self.workers = settings, demo, sock, workers
+        self.on_ready = on_ready
         self.children: dict[int, Child] = {}
         self.signals: list[int] = []
         self.came_up = False  # some child has served: a later start failure is not fatal
@@ -160,8 +176,13 @@ class Supervisor:
         due: dict[int, float] = {}  # slot -> when to start its replacement
         while not self.signals:
             now = time.monotonic()
-            self._wait(max(0.0, min(due.values()) - now) if due else None)
-            self.came_up = self.came_up or any(c.serving.is_set() for c in self.children.values())
+            timeout = max(0.0, min(due.values()) - now) if due else None
+            if not self.came_up:  # a child raising `serving` does not wake the wait
+                timeout = min(timeout, 0.1) if timeout is not None else 0.1
+            self._wait(timeout)
+            if not self.came_up and any(c.serving.is_set() for c in self.children.values()):
+                self.came_up = True
+                self.on_ready()
             for child in [c for c in self.children.values() if not c.process.is_alive()]:
                 if self.signals:
                     break  # `_stop` collects it

@@ -165,7 +165,7 @@ class PublicWatch:
             )
 
     async def _http_probe(self, url: str, nonce: str) -> tuple[bool, str]:
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx.AsyncClient() as http:  # SSL_CERT_FILE and proxies as the user set
             result = await probe_public_url(http, url, nonce, within=self._probe_timeout)
         return result.ok, result.detail
 

@@ -149,6 +149,7 @@ class RelayProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    serve_args: tuple[str, ...] = ()  # more options of `serve`, e.g. ("--tunnel", "cloudflared")
 
     @property
     def url(self) -> str:
@@ -182,7 +183,7 @@ class RelayProcess:
         self.log_path = self.workdir / f"relay-{self.port}.log"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "service", "serve", "--port", str(self.port), *self.serve_args],
             cwd=self.workdir,
             env=self._env(),
             stdout=log,
