@@ -237,9 +237,25 @@ def _operations_and_health() -> Json:
         description="Authenticated by its per-task token; any content type; terminal states "
         "are confirmed by polling GrsAI before they are believed.",
     )  # fmt: skip
+    probe = _op(
+        "webhooks", "publicUrlProbe", "Echo a nonce: the public-URL self-check",
+        {
+            "200": answer("The nonce, echoed.", {
+                "type": "object", "required": ["probe", "service"],
+                "properties": {"probe": {"type": "string"}, "service": {"const": "grsai-relay"}},
+            }),
+            "404": error("`not_found`: the nonce is not 16-64 URL-safe characters."),
+        },
+        secured=False,
+        parameters=(_path("nonce", "16-64 characters of A-Z, a-z, 0-9, _ and -.",
+                          {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"}),),
+        description="The relay (and `grsai-relay doctor`) sends this through its own public "
+        "URL; an echo proves the URL reaches a grsai-relay. Nothing is stored.",
+    )  # fmt: skip
     prometheus = {"text/plain": {"schema": {"type": "string"}}}
     return {
         "/webhooks/grsai/{token}": {"post": callback},
+        "/webhooks/probe/{nonce}": {"get": probe},
         "/healthz": {"get": _op("health", "healthz", "The process serves",
                                 {"200": answer("Alive.", ref("Health"))}, secured=False)},
         "/readyz": {"get": _op("health", "readyz", "Ready to serve, each check by name", {

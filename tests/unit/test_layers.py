@@ -4,11 +4,12 @@ blocks too): a dependency is a dependency even when it is deferred.
 
     wiring (app, server)      may import anything
     cli                       anything but api
-    api                       jobs, storage, upstream, files, domain, support, config
-    jobs                      storage, upstream, files, domain, support
+    api                       jobs, storage, upstream, tunnel, files, domain, support, config
+    jobs                      storage, upstream, tunnel, files, domain, support
     files                     upstream (the guarded HTTP client), domain, support
     storage                   domain only; only `service.storage` picks a backend, lazily
     upstream                  domain, support
+    tunnel                    upstream, domain, support (the public address and its probe)
     config (settings)         storage (its options), upstream (network lists), domain; read
                               only by the outer layers
     support (metrics, logs)   domain
@@ -39,17 +40,20 @@ TOP_LEVEL = {
     # stays at the top, standard library only: the simulator (kept apart) imports it too
     "service.clock": "domain",
 }
-PACKAGES = ("domain", "storage", "upstream", "files", "jobs", "api", "cli", "simulator")
+PACKAGES = ("domain", "storage", "upstream", "tunnel", "files", "jobs", "api", "cli", "simulator")
 ALLOWED: dict[str, set[str]] = {
     "domain": {"domain"},
     "support": {"support", "domain"},
     "storage": {"storage", "domain"},
     "upstream": {"upstream", "domain", "support"},
+    "tunnel": {"tunnel", "upstream", "domain", "support"},
     "config": {"config", "storage", "upstream", "domain"},
     "files": {"files", "upstream", "domain", "support"},
-    "jobs": {"jobs", "storage", "upstream", "files", "domain", "support"},
-    "api": {"api", "jobs", "storage", "upstream", "files", "domain", "support", "config"},
-    "cli": {"cli", "wiring", "jobs", "storage", "upstream", "files", "domain", "support"}
+    "jobs": {"jobs", "storage", "upstream", "tunnel", "files", "domain", "support"},
+    "api": {"api", "jobs", "storage", "upstream", "tunnel", "files", "domain", "support"}
+    | {"config"},
+    "cli": {"cli", "wiring", "jobs", "storage", "upstream", "tunnel", "files", "domain"}
+    | {"support"}
     | {"config", "simulator"},
     "wiring": {*PACKAGES, "wiring", "config", "support"},
     "simulator": {"simulator"},

@@ -1,4 +1,4 @@
-"""GrsAI's callbacks: POST /webhooks/grsai/{token}.
+"""GrsAI's callbacks: POST /webhooks/grsai/{token}; and the public-URL probe's echo.
 
 The busiest endpoint, so it is a plain ASGI endpoint: no Request or Response objects, the
 body read straight from `receive`. Errors are raised as usual and answered by the app's one
@@ -7,13 +7,16 @@ error handler.
 
 from __future__ import annotations
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service.api.asgi import send_json
 from service.api.context import scope_services
 from service.api.jsonbody import receive_body
-from service.domain.errors import StorageUnavailable
+from service.domain.errors import NotFound, StorageUnavailable
+from service.tunnel.probe import NONCE, PROBE_PATH, echo
 
 ACK = b'{"code":0,"msg":"success"}'  # what GrsAI expects; built once
 
@@ -42,4 +45,16 @@ class GrsaiCallback:
         await send_json(send, ACK)
 
 
-routes = [Route("/webhooks/grsai/{token}", GrsaiCallback(), methods=["POST"])]
+async def probe(request: Request) -> JSONResponse:
+    """GET /webhooks/probe/{nonce}: echo the nonce, so a self-check sent through the public URL
+    knows it reached a grsai-relay (any replica: nothing is stored)."""
+    nonce = request.path_params["nonce"]
+    if not NONCE.fullmatch(nonce):
+        raise NotFound("a probe nonce is 16-64 characters of A-Z, a-z, 0-9, _ and -")
+    return JSONResponse(echo(nonce), headers={"cache-control": "no-store"})
+
+
+routes = [
+    Route("/webhooks/grsai/{token}", GrsaiCallback(), methods=["POST"]),
+    Route(PROBE_PATH + "{nonce}", probe, methods=["GET"]),
+]
