@@ -80,9 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
+        doctor = ns.command == "doctor"  # a check like the others: on stdout, exit 1
         for line in settings_problems(exc):
-            print(line, file=sys.stderr)
-        return 2
+            print(
+                f"FAIL settings: {line}" if doctor else line,
+                file=sys.stdout if doctor else sys.stderr,
+            )
+        return 1 if doctor else 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         return _run(settings, ns)
@@ -117,6 +121,11 @@ def _run(settings: Settings, ns: argparse.Namespace) -> int:
         return _serve(settings, ns.host or settings.host, port, workers)
     if ns.command == "submit" or getattr(ns, "tasks_command", None) == "watch":
         return _remote(settings, ns)
+    if ns.command == "doctor":
+        from service.cli.doctor import doctor
+
+        url = remote.relay_url(ns.url, os.environ, settings)
+        return asyncio.run(doctor(settings, url, ns.min_free_mb, sys.stdout))
     if ns.command == "keys":
         return asyncio.run(cli_keys.keys(settings, ns))
     if ns.command == "tasks":
