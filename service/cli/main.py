@@ -1,10 +1,11 @@
-"""The `grsai-relay` command: serve, simulator, keys, tasks, assets, purge, db."""
+"""The `grsai-relay` command: what each command runs (the grammar is in `grammar`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,10 +13,12 @@ from pydantic import ValidationError
 
 from service.cli import keys as cli_keys
 from service.cli import ops as cli_ops
-from service.cli.ops import DURATION_FORMS, duration, with_storage
+from service.cli import remote
+from service.cli.client import CommandFailed
+from service.cli.grammar import parser
+from service.cli.ops import with_storage
 from service.cli.preflight import CannotListen, workers_problem
 from service.domain.errors import StorageUnavailable
-from service.domain.records import TASK_STATUSES
 from service.logs import configure as configure_logging
 from service.settings import Settings, settings_problems
 from service.simulator import SimulatorConfig, run_simulator
@@ -90,93 +93,6 @@ async def _open_database(settings: Settings) -> int:
         await storage.close()
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command-line grammar."""
-    top = argparse.ArgumentParser(prog="grsai-relay", description=__doc__)
-    sub = top.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the relay (demo mode without GRSAI_API_KEY)")
-    serve.add_argument("--host", default=None, help="bind address (default: HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default: PORT or 8000)")
-    serve.add_argument(
-        "--workers",
-        type=_positive,
-        default=None,
-        help="processes serving the port (default: WORKERS or 1; more than 1 needs PostgreSQL)",
-    )
-    serve.add_argument(
-        "--tunnel",
-        choices=("none", "ngrok", "cloudflared"),
-        default=None,
-        help="open a tunnel and use its URL as the public URL (default: TUNNEL or none)",
-    )
-    serve.add_argument(
-        "--tunnel-fallback",
-        choices=("exit", "poll"),
-        default=None,
-        help="when the tunnel cannot come up: exit, or serve in poll mode (TUNNEL_FALLBACK)",
-    )
-    sim = sub.add_parser("simulator", help="run the GrsAI simulator")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8001)
-    SimulatorConfig.add_cli_arguments(sim)
-    keys = sub.add_parser("keys", help="manage client API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    keys_sub.add_parser("create", help="create a key (printed once)").add_argument(
-        "--name", required=True
-    )
-    keys_sub.add_parser("list", help="list keys")
-    keys_sub.add_parser("revoke", help="revoke a key by id or prefix").add_argument("key_id")
-    rotate = keys_sub.add_parser("rotate-secret", help="new webhook signing secret for a key")
-    rotate.add_argument("key_id")
-    rotate.add_argument("--grace-hours", type=float, default=None)
-    tasks = sub.add_parser("tasks", help="inspect tasks of every key")
-    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
-    tasks_sub.add_parser(
-        "show", help="a task with its events and deliveries, as JSON"
-    ).add_argument("task_id")
-    listing = tasks_sub.add_parser("list", help="tasks newest first, one a line")
-    listing.add_argument("--status", choices=TASK_STATUSES, default=None)
-    listing.add_argument("--model", default=None)
-    listing.add_argument("--key", default=None, help="only this key's (id or prefix)")
-    listing.add_argument("--limit", type=_positive, default=50)
-    assets = sub.add_parser("assets", help="stored result files")
-    prune = assets.add_subparsers(dest="assets_command", required=True).add_parser(
-        "prune", help="remove copies of tasks older than ASSET_RETENTION_DAYS"
-    )
-    _age_options(prune, default="ASSET_RETENTION_DAYS")
-    purge = sub.add_parser("purge", help="delete old finished tasks and everything about them")
-    _age_options(purge, default=None)  # no default: purging everything takes an explicit 0s
-    purge.add_argument("--batch", type=_positive, default=500, help="tasks per transaction")
-    db = sub.add_parser("db", help="database maintenance")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    db_sub.add_parser("migrate", help="apply pending migrations")
-    backup = db_sub.add_parser("backup", help="consistent copy of the live database")
-    backup.add_argument("path", help="the copy's file name (its folder must exist)")
-    backup.add_argument(
-        "--force", action="store_true", help="replace PATH if it exists; create missing folders"
-    )
-    return top
-
-
-def _age_options(command: argparse.ArgumentParser, default: str | None) -> None:
-    """`--older-than DURATION` (required without a default setting) and `--dry-run`."""
-    command.add_argument(
-        "--older-than",
-        type=duration,
-        required=default is None,
-        help=f"completed this long ago: {DURATION_FORMS}"
-        + (f" (default: {default})" if default else ""),
-    )
-    command.add_argument("--dry-run", action="store_true", help="only print what would go")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `grsai-relay` console script."""
     ns = parser().parse_args(argv)
@@ -186,15 +102,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
+        doctor = ns.command == "doctor"  # a check like the others: on stdout, exit 1
         for line in settings_problems(exc):
-            print(line, file=sys.stderr)
-        return 2
+            print(
+                f"FAIL settings: {line}" if doctor else line,
+                file=sys.stdout if doctor else sys.stderr,
+            )
+        return 1 if doctor else 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         return _run(settings, ns)
     except (StorageUnavailable, CannotListen) as exc:
         print(f"grsai-relay: {exc}", file=sys.stderr)
         return 1
+    except CommandFailed as exc:
+        print(f"grsai-relay: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def _remote(settings: Settings, ns: argparse.Namespace) -> int:
+    """`submit` and `tasks watch`: the relay's URL and key, then the command."""
+    url = remote.relay_url(ns.url, os.environ, settings)
+    key = remote.api_key(ns.key, os.environ, settings)
+    command = remote.submit if ns.command == "submit" else remote.watch
+    return asyncio.run(command(ns, url, key, remote.Console()))
 
 
 def _run(settings: Settings, ns: argparse.Namespace) -> int:
@@ -212,6 +146,13 @@ def _run(settings: Settings, ns: argparse.Namespace) -> int:
         if ns.tunnel_fallback is not None:
             settings = settings.model_copy(update={"tunnel_fallback": ns.tunnel_fallback})
         return _serve(settings, ns.host or settings.host, port, workers, tunnel)
+    if ns.command == "submit" or getattr(ns, "tasks_command", None) == "watch":
+        return _remote(settings, ns)
+    if ns.command == "doctor":
+        from service.cli.doctor import doctor
+
+        url = remote.relay_url(ns.url, os.environ, settings)
+        return asyncio.run(doctor(settings, url, ns.min_free_mb, sys.stdout))
     if ns.command == "keys":
         return asyncio.run(cli_keys.keys(settings, ns))
     if ns.command == "tasks":
