@@ -250,7 +250,7 @@ async def test_client_read_timeout_and_broken_stream() -> None:
         async def read(into: list[StreamFrame] = got, client: GrsaiClient = grsai) -> None:
             async with client.submit_streaming("/v1/draw/x", {}, idle=5) as frames:
                 async for frame in frames:
-                    into.append(frame)  # noqa: PERF401  # kept frame by frame, up to the error
+                    into.append(frame)  # kept frame by frame, up to the error
 
         with pytest.raises(expected):
             await read()
