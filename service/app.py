@@ -31,13 +31,14 @@ from service.jobs.ingest import CallbackIngestor
 from service.jobs.poller import Poller
 from service.jobs.ratelimit import SubmitLimiter
 from service.jobs.reach import CallbackHealth, PublicWatch
+from service.jobs.streams import StreamJob
 from service.jobs.submission import Submitter
 from service.jobs.watch import StreamSlots, TaskWatch
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage import Storage, open_storage
 from service.tunnel.public import PublicAddress
-from service.upstream.clients import HttpClients, Transports, build_clients
+from service.upstream.clients import HttpClients, Transports, build_clients, stream_client
 from service.upstream.grsai import GrsaiClient
 from service.upstream.netguard import Resolver, UrlGuard, parse_networks, system_resolver
 
@@ -132,6 +133,39 @@ def _outbox_workers(
     return copier, deliverer
 
 
+def _stream_job(
+    app: Lasting,
+    storage: Storage,
+    stack: contextlib.AsyncExitStack,
+    policy: PollPolicy,
+    *,
+    on_final: Callable[[], None],
+    poller: Poller,
+) -> StreamJob:
+    """Stream mode's job on its own GrsAI pool; on the way out its streams close first (each
+    handing its task to the poller), then the pool."""
+    settings, metrics = app.settings, app.metrics
+    http = stream_client(
+        settings, settings.stream_max, app.seams.upstream_transport, metrics.pool_wait_observer
+    )
+    stack.push_async_callback(http.aclose)
+    assert settings.grsai_api_key is not None  # create_app refuses to start without one
+    streams = StreamJob(
+        storage,
+        GrsaiClient(http, settings.grsai_base_url, settings.grsai_api_key, metrics=metrics),
+        policy,
+        app.clock,
+        limit=settings.stream_max,
+        first_frame_timeout=settings.upstream_timeout,
+        copy_results=settings.mirror_results,
+        on_final=on_final,
+        on_fallback=poller.kick,
+    )
+    stack.push_async_callback(streams.stop, min(5.0, settings.shutdown_timeout))
+    metrics.upstream_streams.set_function(lambda: streams.open)
+    return streams
+
+
 @contextlib.asynccontextmanager
 async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Services]:
     """One run of the app: build the HTTP clients, open the storage, start the workers; on the
@@ -220,6 +254,7 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
             stack.push_async_callback(worker.stop, stop_grace)
         stack.push_async_callback(public_watch.stop)
         public_watch.start(check_first=run_workers)
+        streams = _stream_job(app, storage, stack, policy, on_final=finished, poller=poller)
         if run_workers:
             poller.start()
             if settings.mirror_results:
@@ -249,6 +284,8 @@ async def running(app: Lasting, *, run_workers: bool = True) -> AsyncIterator[Se
                 metadata_limit=settings.metadata_max_bytes,
                 callback_guard=deliverer.guard,
                 limiter=limiter,
+                task_mode=settings.task_mode,
+                streams=streams,
             ),
             ingestor=CallbackIngestor(
                 storage,

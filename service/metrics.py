@@ -100,6 +100,11 @@ class Metrics:
             "Task event streams and long-polls open now, waiting for a change",
             registry=r,
         )
+        self.upstream_streams = Gauge(
+            "grsai_relay_upstream_streams",
+            "GrsAI streams open now (stream mode: one per task)",
+            registry=r,
+        )
         self.workers_alive = Gauge(
             "grsai_relay_worker_alive", "1 while a background worker runs", ["worker"], registry=r
         )

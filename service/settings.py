@@ -19,6 +19,7 @@ _CHOICES = {
     "log_level": ("debug", "info", "warning", "error", "critical"),
     "log_format": ("auto", "json", "text"),
     "sqlite_synchronous": ("OFF", "NORMAL", "FULL", "EXTRA"),
+    "task_mode": ("auto", "callback", "poll", "stream"),
 }
 
 
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     tunnel_start_timeout: float = Field(default=30.0, gt=0)
     ngrok_authtoken: str | None = None
     ngrok_domain: str | None = None
+    # how GrsAI reports tasks: auto = callback with PUBLIC_BASE_URL, else poll; stream mode
+    # keeps one GrsAI connection per task open, at most STREAM_MAX (then poll mode)
+    task_mode: str = "auto"
+    stream_max: int = Field(default=16, ge=0)
     database_url: str = "sqlite:///./data/grsai-relay.db"
 
     host: str = "127.0.0.1"
@@ -142,7 +147,7 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
-    @field_validator("log_level", "log_format", "sqlite_synchronous", "http_protocol")
+    @field_validator("log_level", "log_format", "sqlite_synchronous", "http_protocol", "task_mode")
     @classmethod
     def _choice(cls, value: str, info: ValidationInfo) -> str:
         """One of a few words, in any case (the error keeps the value as it was written)."""

@@ -60,7 +60,8 @@ def _tasks() -> Json:
             "413": TOO_LARGE,
             "415": error("`unsupported_media_type`: send application/json."),
             "422": error("`validation_failed` (`error.fields`; unknown model: "
-                         "`error.known_models`), `idempotency_key_reused`."),
+                         "`error.known_models`; `mode` callback while the relay has no "
+                         "PUBLIC_BASE_URL), `idempotency_key_reused`."),
             "429": error("`rate_limited`: too many submissions; retry after `Retry-After`.",
                          **{"Retry-After": {**_RETRY_AFTER, "required": True}}),
             "502": error("`upstream_rejected` (stored as failed, `error.task_id`; a retry with "
@@ -86,7 +87,8 @@ def _tasks() -> Json:
         description="A parameter the model's GrsAI endpoint does not take is a 422; types are "
         "strict (`\"2\"` is not a number); values are checked against the model's allowed ones "
         "(the catalog, extensible with MODEL_CATALOG), and a value outside them is a 422 whose "
-        "`fields` entry lists `allowed`.",
+        "`fields` entry lists `allowed`. `mode` picks how GrsAI reports on this task (default "
+        "TASK_MODE); stream mode falls back to poll mode while STREAM_MAX streams are open.",
     )  # fmt: skip
     listing = _op(
         "tasks", "listTasks", "List tasks, newest first",

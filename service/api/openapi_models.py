@@ -157,7 +157,9 @@ class Check(BaseModel):
     )
     error: str | None = None
     detail: str | None = None
-    mode: Literal["callback", "poll"] | None = None
+    mode: Literal["callback", "poll", "stream"] | None = Field(
+        default=None, description="settings: the mode of tasks that do not ask for one"
+    )
     in_use: str | None = Field(default=None, description="An HTTP client's busy/all connections")
 
 

@@ -12,6 +12,9 @@ TaskStatus = Literal["pending", "running", TerminalStatus]
 TERMINAL: frozenset[str] = frozenset(get_args(TerminalStatus))  # final: nothing changes them
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 SubmitState = Literal["submitting", "submitted", "failed"]
+# How GrsAI tells us about a task: POSTs to our webhook, our polls, or the submit's own stream.
+TaskMode = Literal["callback", "poll", "stream"]
+TASK_MODES: tuple[str, ...] = get_args(TaskMode)
 EventOutcome = Literal["applied", "duplicate", "stale", "rejected", "deferred"]
 
 
@@ -67,7 +70,7 @@ class Task:
     api_key_id: str
     model: str
     endpoint: str
-    mode: Literal["callback", "poll"]
+    mode: TaskMode
     input: dict[str, Any]
     created_at: float
     updated_at: float

@@ -20,19 +20,20 @@ class PollPolicy:
     max_age: float = 6 * 3600.0
 
     def after_submit(self, task: Task, now: float) -> float:
-        """First poll: soon in poll mode, after a silence window in callback mode."""
+        """First poll: soon in poll mode, after a silence window in callback and stream mode
+        (news arrives by itself there; the poll is the fallback)."""
         return now + (self.first_delay if task.mode == "poll" else self.silence)
 
     def after_news(self, mode: str, scheduled: float | None, now: float) -> float | None:
-        """Next poll of a running task after a callback told us something new.
+        """Next poll of a running task after a callback (or stream frame) told us something new.
 
-        In callback mode the poll waits for a silence window after the news. A poll already
-        due between half a window and a whole window from now is kept: moving it on every
+        In callback and stream mode the poll waits for a silence window after the news. A poll
+        already due between half a window and a whole window from now is kept: moving it on every
         callback would rewrite the task's entry in the due-poll index each time, for nothing.
         So a task whose callbacks stop is polled between half a window and a whole window
         after the last one.
         """
-        if mode != "callback":
+        if mode == "poll":
             return scheduled
         if scheduled is not None and now + self.silence / 2 <= scheduled <= now + self.silence:
             return scheduled

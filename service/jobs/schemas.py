@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from service.domain.errors import ValidationFailed
 
-OWN_FIELDS = frozenset({"model", "prompt", "callback_url", "metadata"})
+OWN_FIELDS = frozenset({"model", "prompt", "callback_url", "metadata", "mode"})
 _Url = Field(default=None, min_length=1, max_length=4096)
 
 
@@ -23,6 +23,11 @@ class TaskCreate(BaseModel):
     prompt: str = Field(min_length=1, max_length=32_000)
     callback_url: str | None = Field(default=None, max_length=2048)
     metadata: dict[str, Any] | None = None
+    mode: Literal["callback", "poll", "stream"] | None = Field(
+        default=None,
+        description="How GrsAI reports on this task (default: the relay's TASK_MODE): callback "
+        "(needs the relay's PUBLIC_BASE_URL), poll, or stream (GrsAI's streamed answer).",
+    )
 
     urls: list[str] | None = Field(default=None, max_length=16)
     url: str | None = _Url

@@ -3,6 +3,7 @@
 A task row is stored (state `submitting`) before GrsAI is called, so a crash can never leave an
 upstream task we know nothing about: in callback mode its first callback carries our token and
 recovers it; otherwise the poller fails it as `submit_interrupted` after a grace period.
+In stream mode the submit is the opening of the task's stream (`service.jobs.streams`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,15 +31,18 @@ from service.domain.errors import (
     UpstreamUnavailable,
     ValidationFailed,
 )
-from service.domain.records import ApiKey, Task
+from service.domain.modes import task_mode
+from service.domain.records import ApiKey, Task, TaskMode
 from service.domain.schedule import PollPolicy
 from service.domain.transitions import Decision, fail_locally
 from service.jobs.ratelimit import SubmitLimiter
 from service.jobs.schemas import TaskCreate, parse_task_create
+from service.jobs.streams import StreamJob, StreamSlot
 from service.storage import DuplicateIdempotencyKey, Event, Storage
 from service.upstream.grsai import GrsaiClient
 from service.upstream.netguard import UrlGuard, UrlRefused
 
+log = logging.getLogger("grsai_relay.submission")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 SUBMIT_REJECTED = "submit_rejected"
 
@@ -72,6 +77,8 @@ class Submitter:
         metadata_limit: int,
         callback_guard: UrlGuard | None = None,
         limiter: SubmitLimiter | None = None,
+        task_mode: str = "auto",
+        streams: StreamJob | None = None,
     ) -> None:
         self._storage = storage
         self._upstream = upstream
@@ -83,6 +90,8 @@ class Submitter:
         self._metadata_limit = metadata_limit
         self._callback_guard = callback_guard
         self._limiter = limiter
+        self._task_mode = task_mode
+        self._streams = streams
 
     def _validate(self, body: dict[str, Any]) -> tuple[TaskCreate, str]:
         request = parse_task_create(body, self._metadata_limit)
@@ -117,6 +126,8 @@ class Submitter:
     ) -> Accepted:
         """Create and submit a task, or replay the one this Idempotency-Key already made."""
         request, path = self._validate(body)
+        public_url = self._public_url()  # once: a tunnel may move it meanwhile
+        mode = task_mode(request.mode, self._task_mode, public_url)
         if request.callback_url is not None and self._callback_guard is not None:
             try:
                 await self._callback_guard.vet(request.callback_url)
@@ -135,15 +146,38 @@ class Submitter:
             existing = await self._storage.task_by_idempotency_key(key.id, idempotency_key)
             if existing is not None:
                 return self._replay(existing, fingerprint)
+        slot = self._streams.reserve() if mode == "stream" and self._streams else None
+        if mode == "stream" and slot is None:
+            mode = "poll"
+            log.warning(
+                "all STREAM_MAX GrsAI streams are open; submitting a task in poll mode instead",
+                extra={"event": "stream_slots_full"},
+            )
+        try:
+            where = (path, fingerprint, idempotency_key)
+            return await self._create(key, request, where, slot, (mode, public_url))
+        finally:
+            if slot is not None:
+                slot.release()  # a no-op once its stream took it
+
+    async def _create(
+        self,
+        key: ApiKey,
+        request: TaskCreate,
+        where: tuple[str, str, str | None],
+        slot: StreamSlot | None,
+        how: tuple[TaskMode, str | None],
+    ) -> Accepted:
+        path, fingerprint, idempotency_key = where
+        mode, public_url = how
         now = self._clock.now()
-        public_url = self._public_url()
-        token = new_callback_token(self._entropy) if public_url else None
+        token = new_callback_token(self._entropy) if mode == "callback" else None
         task = Task(
             id=new_task_id(self._entropy),
             api_key_id=key.id,
             model=request.model,
             endpoint=path,
-            mode="callback" if token else "poll",
+            mode=mode,
             input={"model": request.model, "prompt": request.prompt, **request.upstream_params()},
             created_at=now,
             updated_at=now,
@@ -167,7 +201,14 @@ class Submitter:
         web_hook = f"{public_url}/webhooks/grsai/{token}" if token else "-1"
         try:
             async with self._slot():
-                upstream_id = await self._upstream.submit(path, {**task.input, "webHook": web_hook})
+                if slot is not None and self._streams is not None:
+                    # shutProgress off: the progress frames are the live status (and the
+                    # first one names the task at once instead of at the end)
+                    body = {**task.input, "shutProgress": False}
+                    upstream_id = await self._streams.submit(slot, task, path, body)
+                else:
+                    body = {**task.input, "webHook": web_hook}
+                    upstream_id = await self._upstream.submit(path, body)
         except UpstreamError as exc:
             await self._record_failure(task, exc)
             exc.details["task_id"] = task.id

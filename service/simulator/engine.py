@@ -35,7 +35,7 @@ from service.simulator.media import (
     png_bytes,
 )
 from service.simulator.render import task_object
-from service.simulator.state import Mode, ResultFile, SimTask, Stats
+from service.simulator.state import JSONObject, Mode, ResultFile, SimTask, Stats
 
 logger = logging.getLogger(__name__)
 
@@ -177,9 +177,21 @@ class Simulator:
             return
         body = task_object(task)
         if task.stream is not None:
-            task.stream.put_nowait(body)
+            self._stream(task, body, final=final)
         if task.outbox is not None and not (final and task.faults.drop == "final"):
             task.outbox.put_nowait(body)
+
+    @staticmethod
+    def _stream(task: SimTask, body: JSONObject, *, final: bool) -> None:
+        """Send a frame down the task's stream, or end the stream early as `drop` asks."""
+        assert task.stream is not None
+        drop = task.faults.drop
+        if (drop == "final" and final) or (drop == "all" and task.streamed >= 1):
+            task.stream.put_nowait(None)  # the stream ends here, without its final frame
+            task.stream = None
+            return
+        task.stream.put_nowait(body)
+        task.streamed += 1
 
     def poll_fault(self, task_id: str) -> PollFaultKind | None:
         """Count a poll request for `task_id` and decide whether its answer breaks (and how)."""

@@ -9,7 +9,9 @@ Directives (several may appear anywhere in the prompt; names are case-insensitiv
     delay=SECONDS                                   wait before the first progress update
     duplicate                                       every callback is sent twice
     reorder                                         callbacks are sent shuffled
-    drop | drop=all | drop=final                    no callbacks / progress ones only
+    drop | drop=all | drop=final                    no callbacks / progress ones only; a
+                                                    stream ends after its first frame /
+                                                    before its final one
     late=SECONDS                                    callbacks are sent SECONDS after the end
     pollmiss=SECONDS                                polls answer -22 that long after submit
     slow=SECONDS                                    the submit answer itself is delayed

@@ -73,6 +73,7 @@ class SimTask:
     submit_fault: str | None = None  # how the submit answer that created the task was broken
     # Snapshots for a stream response and for the callback sender; None ends each.
     stream: asyncio.Queue[JSONObject | None] | None = None
+    streamed: int = 0  # frames sent down the stream
     outbox: asyncio.Queue[JSONObject | None] | None = None
     hurry: asyncio.Event = field(default_factory=asyncio.Event)
     downloads: dict[int, int] = field(default_factory=dict)  # result index -> fetches so far

@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 from service.domain.records import ApiKey, Asset, Attempt, Delivery, EventOutcome, Task, TaskRef
 from service.domain.transitions import Decision
 
-EventSource = Literal["callback", "poll", "submit", "local"]
+EventSource = Literal["callback", "poll", "submit", "local", "stream"]
 
 
 @dataclass(frozen=True, slots=True)

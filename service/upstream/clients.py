@@ -97,6 +97,27 @@ def watched_client(
     return WatchedClient(name, factory, capacity=capacity, observe_wait=observe_wait)
 
 
+def stream_client(
+    settings: ClientLimits,
+    capacity: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+    observe: WaitObserver | None = None,
+) -> WatchedClient:
+    """The pool of stream mode's GrsAI connections (one per open stream), apart from the
+    `grsai` pool, so that long-lived streams never starve submits and polls."""
+    return watched_client(
+        "grsai_streams",
+        capacity=max(1, capacity),
+        timeout=httpx.Timeout(
+            settings.upstream_timeout,
+            connect=settings.upstream_connect_timeout,
+            pool=settings.http_pool_timeout,
+        ),
+        transport=transport,
+        observe_wait=observe("grsai_streams") if observe is not None else None,
+    )
+
+
 def build_clients(
     settings: ClientLimits,
     transports: Transports | None = None,

@@ -1,12 +1,14 @@
-"""The GrsAI API client: submit a task, poll a task. Maps every failure onto the error tree."""
+"""The GrsAI API client: submit a task (answered at once, or streamed), poll a task. Maps every
+failure onto the error tree."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -23,20 +25,12 @@ from service.domain.errors import (
 from service.domain.observation import Observation, parse_task_object, unwrap_poll_answer
 from service.domain.strict_json import loads_strict
 from service.metrics import Metrics
+from service.upstream.frames import ENVELOPE_PEEK, StreamFrame, message, read_at_most, stream_frames
 from service.upstream.httppool import WatchedClient
 
 NOT_FOUND_CODE = -22
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _MAX_ANSWER = 4 * 1024 * 1024
-
-
-def _message(body: Any, fallback: str) -> str:
-    if isinstance(body, dict):
-        for key in ("msg", "message", "error"):
-            value = body.get(key)
-            if isinstance(value, str) and value:
-                return value[:500]
-    return fallback
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -146,7 +140,7 @@ class GrsaiClient:
             except ValueError:
                 payload = None
             raise UpstreamRejected(
-                _message(payload, f"GrsAI answered HTTP {response.status_code}"),
+                message(payload, f"GrsAI answered HTTP {response.status_code}"),
                 http_status=response.status_code,
             )
         payload = self._json(response)
@@ -154,12 +148,63 @@ class GrsaiClient:
             raise UpstreamProtocolError("GrsAI submit answer is not a JSON object")
         code = payload.get("code")
         if code != 0:
-            raise UpstreamRejected(_message(payload, f"GrsAI refused the task (code {code})"))
+            raise UpstreamRejected(message(payload, f"GrsAI refused the task (code {code})"))
         data = payload.get("data")
         task_id = data.get("id") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id or len(task_id) > 128:
             raise UpstreamProtocolError("GrsAI accepted the task but sent no usable task id")
         return task_id
+
+    @contextlib.asynccontextmanager
+    async def submit_streaming(
+        self, path: str, body: dict[str, Any], *, idle: float
+    ) -> AsyncIterator[AsyncIterator[StreamFrame]]:
+        """Submit in stream mode (no `webHook`) and yield the answer's frames as they come.
+
+        A refusal before any frame raises like `submit` does; `idle` bounds the wait for each
+        chunk (`UpstreamTimeout`); a broken or hostile body ends the frames with an
+        `UpstreamError`. Leaving the block closes the connection.
+        """
+        url = self._base_url + path
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        # identity: a compressed body could inflate past every bound the splitter sets
+        headers = {
+            **self._headers,
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+        }
+        timeout = httpx.Timeout(idle, connect=self._http.client.timeout.connect)
+        started = time.perf_counter()
+        try:
+            async with self._http.stream(
+                "POST", url, content=content, headers=headers, timeout=timeout
+            ) as response:
+                self._observe("stream", started, None)
+                if response.status_code >= 400:
+                    await self._refused(response)
+                yield stream_frames(response)
+        except _NOT_SENT as exc:
+            self._observe("stream", started, "unavailable")
+            raise UpstreamUnavailable(f"GrsAI could not be reached: {exc!r}") from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"GrsAI stream went quiet: {exc!r}") from exc
+        except httpx.HTTPError as exc:  # reset, truncated chunk: the stream broke
+            raise UpstreamOutcomeUnknown(f"GrsAI stream broke: {exc!r}") from exc
+
+    async def _refused(self, response: httpx.Response) -> None:
+        raw = await read_at_most(response, ENVELOPE_PEEK)
+        status = response.status_code
+        if status >= 500:
+            raise UpstreamOutcomeUnknown(
+                f"GrsAI answered HTTP {status}; the task may or may not exist", http_status=status
+            )
+        try:
+            payload: Any = json.loads(raw)
+        except ValueError:
+            payload = None
+        raise UpstreamRejected(
+            message(payload, f"GrsAI answered HTTP {status}"), http_status=status
+        )
 
     async def reachable(self, now: float, ttl: float = 30.0) -> dict[str, str]:
         """Whether GrsAI answers (a model-status call), cached for `ttl` seconds."""

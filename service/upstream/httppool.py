@@ -189,12 +189,13 @@ class WatchedClient:
         method: str,
         url: str,
         *,
+        content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeout = None,  # noqa: ASYNC109  # httpx's own timeouts are the point here
         extensions: dict[str, Any] | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """Send a request and yield the response with its body still to read; closed on exit."""
-        call = _Call(method, url, None, None, None, headers, timeout, extensions)
+        call = _Call(method, url, content, None, None, headers, timeout, extensions)
         lease = await self._admit(call)
         job = self._detach(self._exchange(lease, call, stream=True))
         try:

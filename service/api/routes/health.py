@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from service.api.context import services
 from service.domain.errors import RelayError
+from service.domain.modes import default_mode
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -27,10 +28,16 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = {"status": "ok"}
     except RelayError as exc:
         checks["database"] = {"status": "failing", "error": exc.message}
+    settings = svc.settings
     checks["settings"] = {
         "status": "ok",
-        "mode": "callback" if svc.public.url else "poll",
+        "mode": default_mode(settings.task_mode, svc.public.url),
     }
+    if settings.task_mode == "callback" and not settings.public_base_url:
+        checks["settings"] |= {
+            "status": "failing",
+            "error": "TASK_MODE=callback needs PUBLIC_BASE_URL",
+        }
     checks["poller"] = {"status": "ok" if svc.poller.alive else "failing"}
     if svc.settings.mirror_results:
         checks["copier"] = {"status": "ok" if svc.copier.alive else "failing"}

@@ -129,6 +129,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at DOUBLE PRECISION NOT NULL
         )""",
     ),
+    # 3: stream mode (GrsAI's streamed submit answer) is a third task mode. The constraint is
+    # the one PostgreSQL named for migration 1's inline CHECK.
+    (
+        "ALTER TABLE tasks DROP CONSTRAINT tasks_mode_check",
+        "ALTER TABLE tasks ADD CONSTRAINT tasks_mode_check"
+        " CHECK (mode IN ('callback', 'poll', 'stream'))",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

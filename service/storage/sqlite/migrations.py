@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+# The columns of `tasks` as migration 1 made them (migration 5 copies them by name).
+_TASK_COLUMNS = (
+    "seq, id, api_key_id, model, endpoint, mode, status, progress, upstream_id, input, results,"
+    " failure_reason, error, metadata, callback_url, created_at, updated_at, completed_at,"
+    " submit_state, idempotency_key, request_hash, token_hash, last_event_at, next_poll_at,"
+    " poll_attempts"
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: keys, tasks, raw events
     (
@@ -127,6 +135,58 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE api_keys ADD COLUMN demo INTEGER NOT NULL DEFAULT 0",
         "UPDATE api_keys SET demo = 1 WHERE name = 'demo'",
+    ),
+    # 5: stream mode (GrsAI's streamed submit answer) is a third task mode. SQLite cannot alter
+    # a CHECK, so the table is rebuilt the documented way (sqlite.org/lang_altertable.html,
+    # "other kinds of table schema changes"): new table, copy, drop, rename, every index made
+    # again. No table refers to `tasks` by foreign key, so foreign_keys may stay on; the
+    # AUTOINCREMENT high-water mark is carried over, so a purged task's seq is never reused.
+    (
+        """CREATE TABLE tasks_new (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            api_key_id TEXT NOT NULL REFERENCES api_keys(id),
+            model TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            mode TEXT NOT NULL CHECK (mode IN ('callback', 'poll', 'stream')),
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+            progress INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+            upstream_id TEXT,
+            input TEXT NOT NULL,
+            results TEXT NOT NULL DEFAULT '[]',
+            failure_reason TEXT,
+            error TEXT,
+            metadata TEXT,
+            callback_url TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            completed_at REAL,
+            submit_state TEXT NOT NULL
+                CHECK (submit_state IN ('submitting', 'submitted', 'failed')),
+            idempotency_key TEXT,
+            request_hash TEXT,
+            token_hash BLOB UNIQUE,
+            last_event_at REAL,
+            next_poll_at REAL,
+            poll_attempts INTEGER NOT NULL DEFAULT 0
+        )""",
+        f"INSERT INTO tasks_new ({_TASK_COLUMNS}) SELECT {_TASK_COLUMNS} FROM tasks",
+        "UPDATE sqlite_sequence SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'tasks')"
+        " WHERE name = 'tasks_new'"
+        " AND seq < (SELECT seq FROM sqlite_sequence WHERE name = 'tasks')",
+        "INSERT INTO sqlite_sequence (name, seq)"
+        " SELECT 'tasks_new', seq FROM sqlite_sequence WHERE name = 'tasks'"
+        " AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'tasks_new')",
+        "DROP TABLE tasks",
+        "ALTER TABLE tasks_new RENAME TO tasks",
+        "CREATE UNIQUE INDEX tasks_idempotency ON tasks(api_key_id, idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX tasks_owner ON tasks(api_key_id, seq)",
+        "CREATE INDEX tasks_owner_status ON tasks(api_key_id, status, seq)",
+        "CREATE INDEX tasks_owner_model ON tasks(api_key_id, model, seq)",
+        "CREATE INDEX tasks_due ON tasks(next_poll_at) WHERE next_poll_at IS NOT NULL",
+        "CREATE INDEX tasks_completed ON tasks(completed_at) WHERE completed_at IS NOT NULL",
     ),
 )
 
