@@ -33,7 +33,8 @@ def banner(relay: RelayProcess) -> tuple[list[str], list[dict[str, Any]]]:
     """The banner's lines and the JSON log records, from everything the process printed."""
     lines = relay.logs().splitlines()
     first, last = (i for i, line in enumerate(lines) if line == BANNER_RULE)
-    records = [json.loads(line) for line in lines[:first] + lines[last + 1 :] if line]
+    rest = [line for line in lines[:first] + lines[last + 1 :] if line]
+    records = [json.loads(line) for line in rest if not line.startswith("ready ")]  # `ready URL`
     return lines[first : last + 1], records
 
 
@@ -90,7 +91,9 @@ async def test_one_demo_key_across_restarts_refused_once_grsai_key_is_set(
         assert submitted.status_code == 401
         own = real.create_key("backend")
         assert (await client.get(f"{real.url}/v1/tasks", headers=auth(own))).status_code == 200
-        records = [json.loads(line) for line in real.logs().splitlines()]
+        lines = real.logs().splitlines()
+        assert f"ready {real.url}" in lines  # the line a program waits for, not a log record
+        records = [json.loads(line) for line in lines if not line.startswith("ready ")]
         warnings = [r["msg"] for r in records if r["level"] == "warning"]
         assert warnings == [
             f"GRSAI_BASE_URL {simulator.url} is not a public address, and FETCH_ALLOW_NETWORKS"
