@@ -10,8 +10,10 @@ queue is drained when the writer is stopped, and at exit.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import logging.handlers
+import os
 import queue
 import threading
 import time
@@ -36,6 +38,15 @@ class Enqueue(logging.handlers.QueueHandler):
         if getattr(record, "request_id", None) is None:
             record.request_id = self._stamp.get()
         return record
+
+
+ATOMIC = 4096  # PIPE_BUF on Linux: a write to a pipe up to this size is never split
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class BatchWriter(threading.Thread):
@@ -79,12 +90,31 @@ class BatchWriter(threading.Thread):
             except Exception:  # one bad record must not silence the rest
                 self._handler.handleError(record)
         if lines:
-            try:
-                self._stream.write("".join(lines))
-                self._stream.flush()
-            except (OSError, ValueError):  # stderr closed or gone: nothing left to tell
-                pass
+            with contextlib.suppress(OSError, ValueError):  # stderr gone: nothing left to tell
+                self._emit(lines)
         return going
+
+    def _emit(self, lines: list[str]) -> None:
+        """Write whole lines, at most `ATOMIC` bytes per system call where the stream has a
+        file descriptor: a line printed to stdout meanwhile (`ready <url>`, when both go to one
+        file or pipe) then lands between two log lines, never inside one."""
+        try:
+            fd = self._stream.fileno()
+        except (OSError, ValueError, AttributeError):  # e.g. a StringIO in tests
+            self._stream.write("".join(lines))
+            self._stream.flush()
+            return
+        self._stream.flush()
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            data = line.encode("utf-8", "replace")
+            if chunk and size + len(data) > ATOMIC:
+                _write_all(fd, b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        _write_all(fd, b"".join(chunk))
 
     def stop(self) -> None:
         """Write out every queued record, then end the thread."""

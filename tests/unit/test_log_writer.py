@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import queue
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from service import logs
+from service import logs, logwriter
 from service.logwriter import Writers
 
 HANG_GUARD = 30.0
@@ -64,3 +66,33 @@ def test_logging_returns_while_the_output_is_stuck(stuck: StuckStream) -> None:
     assert [line["msg"] for line in lines] == [f"line {n} grk_***" for n in range(3)]
     assert {line["request_id"] for line in lines} == {"req-1"}
     assert threading.get_ident() not in stuck.writers
+
+
+def test_a_batch_is_written_in_whole_lines_of_at_most_a_pipe_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each system call carries whole lines and at most 4096 bytes (a longer line alone), so a
+    line printed to stdout into the same pipe never lands inside a log line."""
+    reader, writer = os.pipe()
+    calls: list[bytes] = []
+    real_write = os.write
+
+    def recording(fd: int, data: bytes | memoryview) -> int:
+        calls.append(bytes(data))
+        return real_write(fd, data)
+
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    with os.fdopen(writer, "w") as stream:
+        batch_writer = logwriter.BatchWriter(records, handler, stream)
+        lines = [f"line {n} " + "x" * (n * 37 % 900) for n in range(60)] + ["y" * 6000]
+        batch = [logging.makeLogRecord({"msg": line}) for line in lines]
+        monkeypatch.setattr(os, "write", recording)
+        batch_writer._write(batch)
+        monkeypatch.undo()
+    with os.fdopen(reader, "rb") as out:
+        assert out.read().decode().splitlines() == lines
+    assert len(calls) > 2
+    assert all(call.endswith(b"\n") for call in calls)
+    assert all(len(call) <= 4096 or call.count(b"\n") == 1 for call in calls)
