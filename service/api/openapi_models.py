@@ -90,6 +90,10 @@ class Task(BaseModel):
     error: str | None
     metadata: dict[str, Any] | None
     callback_url: str | None
+    callback_format: Literal["relay", "grsai"] = Field(
+        description="The body of the callbacks to `callback_url`: the relay's signed event "
+        "(final events), or GrsAI's own flat task object (every progress change and the end)."
+    )
     created_at: AwareDatetime
     updated_at: AwareDatetime
     completed_at: AwareDatetime | None
@@ -126,6 +130,9 @@ class Delivery(BaseModel):
     delivered_at: AwareDatetime | None
     dead_at: AwareDatetime | None
     last_error: str | None
+    progress: int | None = Field(
+        default=None, ge=0, le=100, description="The value a `task.progress` event reports."
+    )
     attempt_log: list[Attempt] = Field(
         default_factory=list, description="Every attempt (in the delivery list only)."
     )

@@ -1,5 +1,11 @@
-"""The rules of the delivery outbox: which final event is queued when, under which id, to whom
-a 410 Gone closes the door, and how due deliveries share the senders fairly between hosts.
+"""The rules of the delivery outbox: which event is queued when, under which id, to whom a 410
+Gone closes the door, and how due deliveries share the senders fairly between hosts.
+
+Every task with a callback URL gets one final event (`task.succeeded` / `task.failed`), queued
+once the last result copy settled. A task whose callbacks are GrsAI-shaped (`callback_format`
+"grsai") also gets one `task.progress` event per progress value it reaches, as GrsAI sends a
+progress post for each; the value is part of the event's id, so news repeating a value queues
+nothing new.
 
 A backend stores what these functions decide (in the same transaction as the change that
 caused it: a transactional outbox); it holds no rule of its own.
@@ -16,29 +22,36 @@ from service.domain.records import TERMINAL, Delivery
 
 # The event a client hears when its task becomes final, by the task's final status.
 FINAL_EVENTS: Mapping[str, str] = {status: f"task.{status}" for status in sorted(TERMINAL)}
+PROGRESS_EVENT = "task.progress"  # a GrsAI-shaped task's progress rose (or it started running)
 GONE = "this URL answered 410 Gone"  # why the pending deliveries to a retired URL died
 GONE_BEFORE = "this URL answered 410 Gone before"  # why a new event to it is dead at once
+# Why a progress event is not sent: the task became final first, and a "running" post after
+# the final one would send the client's view of its task backwards.
+SUPERSEDED = "superseded: the task was final before this progress event was sent"
 
 
-def delivery_id(task_id: str, event_type: str) -> str:
-    """The event's webhook-id: stable, so every retry and redelivery reuses it."""
-    return "msg_" + hashlib.sha256(f"{task_id}/{event_type}".encode()).hexdigest()[:32]
+def delivery_id(task_id: str, event_type: str, progress: int | None = None) -> str:
+    """The event's webhook-id: stable, so every retry and redelivery reuses it (and a progress
+    value already announced is never announced twice)."""
+    name = f"{task_id}/{event_type}" if progress is None else f"{task_id}/{event_type}/{progress}"
+    return "msg_" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
-class FinalEvent:
-    """The intent to tell a client that its task is final (one outbox row, queued once)."""
+class OutboxEvent:
+    """The intent to tell a client of a change to its task (one outbox row, queued once)."""
 
     task_id: str
     api_key_id: str
     event_type: str
     url: str
     at: float
+    progress: int | None = None  # the value a progress event announces
 
     @property
     def delivery_id(self) -> str:
         """Its webhook-id."""
-        return delivery_id(self.task_id, self.event_type)
+        return delivery_id(self.task_id, self.event_type, self.progress)
 
     def row(self, gone: bool) -> Delivery:
         """The outbox row: due now, or dead at once when its URL answered 410 Gone before."""
@@ -54,6 +67,7 @@ class FinalEvent:
             event_at=self.at,
             dead_at=self.at if gone else None,
             last_error=GONE_BEFORE if gone else None,
+            progress=self.progress,
         )
 
 
@@ -65,12 +79,33 @@ def final_event(
     at: float,
     *,
     copies_pending: bool,
-) -> FinalEvent | None:
+) -> OutboxEvent | None:
     """The final event due now: the task is final, wants callbacks and has no copy pending
     (the event waits for the last copy, so the client is told once its files are stored)."""
     if status not in TERMINAL or not callback_url or copies_pending:
         return None
-    return FinalEvent(task_id, api_key_id, FINAL_EVENTS[status], callback_url, at)
+    return OutboxEvent(task_id, api_key_id, FINAL_EVENTS[status], callback_url, at)
+
+
+def progress_event(
+    task_id: str,
+    api_key_id: str,
+    callback_format: str,
+    callback_url: str | None,
+    progress: int,
+    at: float,
+) -> OutboxEvent | None:
+    """The progress event due now that a task runs at `progress` (a value it had not reached
+    before): only for GrsAI-shaped callbacks; the relay's own callbacks announce the end only."""
+    if callback_format != "grsai" or not callback_url:
+        return None
+    return OutboxEvent(task_id, api_key_id, PROGRESS_EVENT, callback_url, at, progress)
+
+
+def superseded(delivery: Delivery, task_status: str) -> bool:
+    """True for a progress event whose task is final by now: it is dropped, not sent (the
+    final event follows, or went already)."""
+    return delivery.progress is not None and task_status in TERMINAL
 
 
 def host_of(url: str) -> str:

@@ -16,6 +16,10 @@ SubmitState = Literal["submitting", "submitted", "failed"]
 TaskMode = Literal["callback", "poll", "stream"]
 TASK_MODES: tuple[str, ...] = get_args(TaskMode)
 EventOutcome = Literal["applied", "duplicate", "stale", "rejected", "deferred"]
+# The body of the client's callbacks: the relay's signed event envelope (final events only), or
+# GrsAI's own flat task object (every progress change and the final state), for GrsAI clients.
+CallbackFormat = Literal["relay", "grsai"]
+CALLBACK_FORMATS: tuple[str, ...] = get_args(CallbackFormat)
 
 
 def _served(entry: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -82,6 +86,7 @@ class Task:
     error: str | None = None
     metadata: dict[str, Any] | None = None
     callback_url: str | None = None
+    callback_format: CallbackFormat = "relay"
     completed_at: float | None = None
     submit_state: SubmitState = "submitting"
     idempotency_key: str | None = None
@@ -114,6 +119,7 @@ class Task:
             "error": self.error,
             "metadata": self.metadata,
             "callback_url": self.callback_url,
+            "callback_format": self.callback_format,
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
             "completed_at": rfc3339(self.completed_at),
@@ -166,6 +172,7 @@ class Delivery:
     delivered_at: float | None = None
     dead_at: float | None = None
     last_error: str | None = None
+    progress: int | None = None  # a progress event's value (None for a final event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +202,8 @@ def delivery_json(delivery: Delivery, attempts: list[Attempt] | None = None) -> 
         "dead_at": rfc3339(delivery.dead_at),
         "last_error": delivery.last_error,
     }
+    if delivery.progress is not None:
+        body["progress"] = delivery.progress
     if attempts is not None:
         body["attempt_log"] = [
             {

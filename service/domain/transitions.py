@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.domain.observation import Observation
-from service.domain.outbox import FinalEvent, final_event
+from service.domain.outbox import OutboxEvent, final_event, progress_event
 from service.domain.records import EventOutcome, Task
 from service.domain.results import result_entries
 
@@ -25,7 +25,8 @@ class Decision:
     changes: dict[str, Any] = field(default_factory=dict)
     detail: str | None = None
     copies: tuple[str, ...] = ()  # result URLs to copy to our storage: copy jobs 0..n-1
-    final_event: FinalEvent | None = None  # the client's final event, due now
+    final_event: OutboxEvent | None = None  # the client's final event, due now
+    progress_event: OutboxEvent | None = None  # a GrsAI-shaped client's progress post, due now
 
 
 def decide(task: Task, obs: Observation, now: float, *, copy_results: bool = False) -> Decision:
@@ -70,23 +71,33 @@ def decide(task: Task, obs: Observation, now: float, *, copy_results: bool = Fal
         return Decision("applied", changes, copies=copies, final_event=event)
     progress = obs.progress if obs.progress is not None else task.progress
     if task.status == "pending":
+        progress = max(progress, task.progress)
         return Decision(
             "applied",
             {
                 **bind,
                 "status": "running",
-                "progress": max(progress, task.progress),
+                "progress": progress,
                 "updated_at": now,
                 "last_event_at": now,
             },
+            progress_event=_progress_event(task, progress, now),
         )
     if progress > task.progress:
         return Decision(
-            "applied", {**bind, "progress": progress, "updated_at": now, "last_event_at": now}
+            "applied",
+            {**bind, "progress": progress, "updated_at": now, "last_event_at": now},
+            progress_event=_progress_event(task, progress, now),
         )
     if progress == task.progress:
         return Decision("duplicate", {"last_event_at": now}, detail="no new progress")
     return Decision("stale", detail=f"progress {progress} is behind {task.progress}")
+
+
+def _progress_event(task: Task, progress: int, now: float) -> OutboxEvent | None:
+    return progress_event(
+        task.id, task.api_key_id, task.callback_format, task.callback_url, progress, now
+    )
 
 
 def fail_locally(task: Task, reason: str, error: str, now: float) -> Decision:

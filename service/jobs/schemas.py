@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from service.domain.errors import ValidationFailed
 
-OWN_FIELDS = frozenset({"model", "prompt", "callback_url", "metadata", "mode"})
+OWN_FIELDS = frozenset({"model", "prompt", "callback_url", "callback_format", "metadata", "mode"})
 _Url = Field(default=None, min_length=1, max_length=4096)
 
 
@@ -22,6 +22,12 @@ class TaskCreate(BaseModel):
     model: str = Field(min_length=1, max_length=100)
     prompt: str = Field(min_length=1, max_length=32_000)
     callback_url: str | None = Field(default=None, max_length=2048)
+    callback_format: Literal["relay", "grsai"] | None = Field(
+        default=None,
+        description="The body of the callbacks to callback_url: relay (default: the relay's "
+        "signed event, once the task is final) or grsai (GrsAI's own flat task object, on every "
+        "progress change and at the end, as GrsAI's webHook posts it; signed the same way).",
+    )
     metadata: dict[str, Any] | None = None
     mode: Literal["callback", "poll", "stream"] | None = Field(
         default=None,
@@ -99,6 +105,11 @@ def parse_task_create(body: dict[str, Any], metadata_limit: int) -> TaskCreate:
         fields = [{"field": _field_name(e["loc"]), "message": e["msg"]} for e in exc.errors()]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
         raise ValidationFailed(f"invalid task: {summary}", fields=fields) from exc
+    if task.callback_format is not None and task.callback_url is None:
+        raise ValidationFailed(
+            "callback_format needs a callback_url to send the callbacks to",
+            fields=[{"field": "callback_format", "message": "set without callback_url"}],
+        )
     if task.metadata is not None:
         size = len(json.dumps(task.metadata, separators=(",", ":")).encode())
         if size > metadata_limit:

@@ -32,7 +32,7 @@ from service.domain.errors import (
     ValidationFailed,
 )
 from service.domain.modes import task_mode
-from service.domain.records import ApiKey, Task, TaskMode
+from service.domain.records import CALLBACK_FORMATS, ApiKey, Task, TaskMode
 from service.domain.schedule import PollPolicy
 from service.domain.transitions import Decision, fail_locally
 from service.jobs.ratelimit import SubmitLimiter
@@ -122,9 +122,25 @@ class Submitter:
         return request, endpoint.path
 
     async def submit(
-        self, key: ApiKey, body: dict[str, Any], idempotency_key: str | None
+        self,
+        key: ApiKey,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+        callback_format: str = "relay",
     ) -> Accepted:
-        """Create and submit a task, or replay the one this Idempotency-Key already made."""
+        """Create and submit a task, or replay the one this Idempotency-Key already made.
+
+        `callback_format` is the body of the callbacks to the task's `callback_url` unless the
+        body names one itself: "relay" (the relay's signed event) or "grsai" (GrsAI's own task
+        object, for clients of the GrsAI-shaped API). GrsAI always calls the relay's own URL.
+        """
+        if callback_format not in CALLBACK_FORMATS:
+            raise ValidationFailed(
+                f"callback_format must be one of {', '.join(CALLBACK_FORMATS)}",
+                fields=[{"field": "callback_format", "message": "unknown callback format"}],
+            )
+        if callback_format != "relay" and "callback_format" not in body:
+            body = {**body, "callback_format": callback_format}  # part of the request's hash
         request, path = self._validate(body)
         public_url = self._public_url()  # once: a tunnel may move it meanwhile
         mode = task_mode(request.mode, self._task_mode, public_url)
@@ -183,6 +199,7 @@ class Submitter:
             updated_at=now,
             metadata=request.metadata,
             callback_url=request.callback_url,
+            callback_format=request.callback_format or "relay",
             idempotency_key=idempotency_key,
             request_hash=fingerprint,
             token_hash=hash_secret(token) if token else None,

@@ -63,7 +63,7 @@ class StorageOptions:
 # this list against `Task.to_json`.
 SEEN_COLUMNS = frozenset(
     {"status", "progress", "model", "upstream_id", "input", "results", "failure_reason", "error",
-     "metadata", "callback_url", "created_at", "updated_at", "completed_at"}
+     "metadata", "callback_url", "callback_format", "created_at", "updated_at", "completed_at"}
 )  # fmt: skip
 
 
@@ -143,9 +143,10 @@ class Storage(Protocol):
         """Read the task, `decide`, and store the decision, all in one transaction.
 
         Stored together: the column changes, a copy job per URL of `decision.copies` (numbered
-        from 0), `decision.final_event` as a delivery (dead at once if its URL answered 410
-        before; never queued twice), and `event` with the decision's outcome and detail where
-        it has none of its own. Returns the decision, or None when the task does not exist.
+        from 0), `decision.progress_event` and `decision.final_event` as deliveries (dead at
+        once if its URL answered 410 before; never queued twice), and `event` with the
+        decision's outcome and detail where it has none of its own. Returns the decision, or
+        None when the task does not exist.
 
         `decide` must be pure: a backend may call it more than once for one apply (a batch is
         run again when another write in it failed), and only the last call counts. It gets the

@@ -13,9 +13,9 @@ from service.domain.records import Task
 JSON_COLUMNS = frozenset({"input", "results", "metadata"})
 TASK_COLUMNS = (
     "id", "api_key_id", "model", "endpoint", "mode", "status", "progress", "upstream_id",
-    "input", "results", "failure_reason", "error", "metadata", "callback_url", "created_at",
-    "updated_at", "completed_at", "submit_state", "idempotency_key", "request_hash",
-    "token_hash", "last_event_at", "next_poll_at", "poll_attempts",
+    "input", "results", "failure_reason", "error", "metadata", "callback_url", "callback_format",
+    "created_at", "updated_at", "completed_at", "submit_state", "idempotency_key",
+    "request_hash", "token_hash", "last_event_at", "next_poll_at", "poll_attempts",
 )  # fmt: skip
 COLUMN_SET = frozenset(TASK_COLUMNS)
 # Columns in the order of `Task`'s fields, so a row becomes a Task positionally (hot path).

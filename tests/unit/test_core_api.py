@@ -28,6 +28,7 @@ TASK_FIELDS = {
     "error",
     "metadata",
     "callback_url",
+    "callback_format",
     "created_at",
     "updated_at",
     "completed_at",
@@ -213,6 +214,12 @@ async def test_wrong_types_are_422_listing_fields(relay: Relay) -> None:
             "callback_url",
         ),
         ({"model": "nano-banana", "prompt": "x", "colour": "red"}, "colour"),
+        ({"model": "nano-banana", "prompt": "x", "callback_format": "grsai"}, "callback_format"),
+        (
+            {"model": "nano-banana", "prompt": "x", "callback_url": "https://a.test/",
+             "callback_format": "xml"},
+            "callback_format",
+        ),
     ],
 )
 async def test_invalid_fields_are_422(relay: Relay, body: JSON, field: str) -> None:

@@ -104,7 +104,8 @@ def test_seen_columns_are_exactly_what_a_client_sees() -> None:
     samples: dict[str, Any] = {
         "status": "running", "progress": 5, "model": "n", "upstream_id": "u", "input": {"p": 2},
         "results": [{"url": None}], "failure_reason": "x", "error": "y", "metadata": {"a": 1},
-        "callback_url": "https://c.example", "created_at": 3.0, "updated_at": 4.0,
+        "callback_url": "https://c.example", "callback_format": "grsai", "created_at": 3.0,
+        "updated_at": 4.0,
         "completed_at": 5.0, "submit_state": "submitted", "idempotency_key": "i",
         "request_hash": "h", "token_hash": b"t", "last_event_at": 6.0, "next_poll_at": 7.0,
         "poll_attempts": 3, "seq": 9, "mode": "poll", "endpoint": "/f", "api_key_id": "key_2",

@@ -11,7 +11,7 @@ from service.domain.results import with_copy
 from service.domain.retention import pruned
 from service.storage.columns import encode_column
 from service.storage.postgres.core import Conn, PgBase, notify_task
-from service.storage.postgres.deliveries import queue_final_event
+from service.storage.postgres.deliveries import queue_event
 
 _COLUMNS = (
     "task_id", "n", "upstream_url", "status", "attempts", "next_attempt_at", "error", "sha256",
@@ -56,7 +56,7 @@ async def _save(conn: Conn, asset: Asset, now: float) -> None:
     copies_pending = await conn.fetchval(pending, asset.task_id) is not None
     event = final_event(asset.task_id, row[1], row[2], row[3], now, copies_pending=copies_pending)
     if event is not None:
-        await queue_final_event(conn, event)
+        await queue_event(conn, event)
 
 
 class PgAssets(PgBase):

@@ -27,7 +27,7 @@ from service.storage.postgres.core import (
     notify_task,
     storage_error,
 )
-from service.storage.postgres.deliveries import PgDeliveries, queue_final_event
+from service.storage.postgres.deliveries import PgDeliveries, queue_event
 from service.storage.postgres.keys import KEYS_NOTICE, PgKeys
 from service.storage.postgres.limits import PgLimits
 from service.storage.postgres.lookups import Lookup
@@ -257,8 +257,9 @@ async def _locked_apply(
             [(task_id, n, url) for n, url in enumerate(decision.copies)],
         )
         await notify(conn, "copier")
-    if decision.final_event is not None:
-        await queue_final_event(conn, decision.final_event)
+    for outbox_event in (decision.progress_event, decision.final_event):
+        if outbox_event is not None:
+            await queue_event(conn, outbox_event)
     if event is not None:
         await insert_event(conn, event, decision)
     return decision

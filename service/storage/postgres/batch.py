@@ -5,7 +5,7 @@ applies (each to a different task) are read in one statement with their row vers
 new with every update), decided in Python, and written in one statement that updates a task
 and stores its event only where the version is still the one decided on, all committed at
 once. An apply whose task changed meanwhile is queued again (then given to the locking
-transaction if it keeps losing); one whose decision queues work (copies, a final event) or
+transaction if it keeps losing); one whose decision queues work (copies, an outbox event) or
 changes a column outside `MUTABLE` is handed back for the locking transaction, untouched.
 """
 
@@ -190,7 +190,8 @@ class ApplyBatcher:
             except Exception as exc:  # the decision's own error is its caller's
                 _settle(job, exc)
                 continue
-            if decision.copies or decision.final_event or set(decision.changes) - MUTABLE.keys():
+            queues = decision.copies or decision.final_event or decision.progress_event
+            if queues or set(decision.changes) - MUTABLE.keys():
                 _settle(job, (False, None))
             elif not decision.changes and job.event is None:
                 _settle(job, (True, decision))

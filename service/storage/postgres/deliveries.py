@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from service.domain.outbox import FINAL_EVENTS, GONE, FinalEvent, candidates, fair_share
+from service.domain.outbox import FINAL_EVENTS, GONE, OutboxEvent, candidates, fair_share
 from service.domain.records import Attempt, Delivery
 from service.storage.postgres.core import Conn, PgBase, notify
 
 _COLUMNS = (
     "id", "task_id", "api_key_id", "event_type", "url", "status", "attempts", "next_attempt_at",
-    "event_at", "delivered_at", "dead_at", "last_error",
+    "event_at", "delivered_at", "dead_at", "last_error", "progress",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM deliveries"
+# oldest first; progress events of one moment in their order, before the final event
+_ORDER = "ORDER BY event_at, progress IS NULL, progress"
 _EVENT_TYPES = ", ".join(f"'{event}'" for event in FINAL_EVENTS.values())  # fixed words
 
 
-async def queue_final_event(conn: Conn, event: FinalEvent) -> None:
-    """Store the outbox row of a final event (`event.row`), once: a second one is ignored.
+async def queue_event(conn: Conn, event: OutboxEvent) -> None:
+    """Store the outbox row of an event (`event.row`), once: a second one is ignored.
 
     Called inside the transaction whose change made it due, so the event and its cause commit
     together (transactional outbox); every replica's deliverer hears of it at the commit.
@@ -26,10 +28,10 @@ async def queue_final_event(conn: Conn, event: FinalEvent) -> None:
     row = event.row(gone=gone)
     await conn.execute(
         "INSERT INTO deliveries (id, task_id, api_key_id, event_type, url, status,"
-        " next_attempt_at, event_at, dead_at, last_error)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        " next_attempt_at, event_at, dead_at, last_error, progress)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
         row.id, row.task_id, row.api_key_id, row.event_type, row.url, row.status,
-        row.next_attempt_at, row.event_at, row.dead_at, row.last_error,
+        row.next_attempt_at, row.event_at, row.dead_at, row.last_error, row.progress,
     )  # fmt: skip
     if row.status == "pending":
         await notify(conn, "deliverer")
@@ -134,7 +136,7 @@ class PgDeliveries(PgBase):
 
     async def deliveries_of(self, task_id: str) -> list[tuple[Delivery, list[Attempt]]]:
         """A task's deliveries with every attempt, oldest first."""
-        rows = await self._fetch(f"{_SELECT} WHERE task_id = $1 ORDER BY event_at", task_id)
+        rows = await self._fetch(f"{_SELECT} WHERE task_id = $1 {_ORDER}", task_id)
         deliveries = [Delivery(*row) for row in rows]
         sql = (
             "SELECT delivery_id, attempted_at, status_code, latency_ms, error"

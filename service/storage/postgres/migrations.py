@@ -136,6 +136,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tasks ADD CONSTRAINT tasks_mode_check"
         " CHECK (mode IN ('callback', 'poll', 'stream'))",
     ),
+    # 4: GrsAI-shaped callbacks (SQLite's 6): a task's callback body, and a progress event per
+    # progress value in the outbox, so deliveries are unique by id alone. The constraint is
+    # the one PostgreSQL named for migration 1's inline UNIQUE.
+    (
+        "ALTER TABLE tasks ADD COLUMN callback_format TEXT NOT NULL DEFAULT 'relay'"
+        " CHECK (callback_format IN ('relay', 'grsai'))",
+        "ALTER TABLE deliveries DROP CONSTRAINT deliveries_task_id_event_type_key",
+        "ALTER TABLE deliveries ADD COLUMN progress INTEGER CHECK (progress BETWEEN 0 AND 100)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

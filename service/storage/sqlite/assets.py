@@ -11,7 +11,7 @@ from service.domain.records import Asset
 from service.domain.results import with_copy
 from service.domain.retention import pruned
 from service.storage.sqlite.core import SQLiteBase
-from service.storage.sqlite.deliveries import queue_final_event
+from service.storage.sqlite.deliveries import queue_event
 from service.storage.sqlite.rows import encode_column
 
 _COLUMNS = (
@@ -52,7 +52,7 @@ def _save(conn: sqlite3.Connection, asset: Asset, now: float) -> None:
     copies_pending = conn.execute(pending, (asset.task_id,)).fetchone() is not None
     event = final_event(asset.task_id, row[1], row[2], row[3], now, copies_pending=copies_pending)
     if event is not None:
-        queue_final_event(conn, event)
+        queue_event(conn, event)
 
 
 class SQLiteAssets(SQLiteBase):

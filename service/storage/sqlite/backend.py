@@ -14,7 +14,7 @@ from service.domain.records import ApiKey, Task, TaskRef
 from service.domain.transitions import Decision
 from service.storage.base import DuplicateIdempotencyKey, Event, seen_change
 from service.storage.sqlite.assets import SQLiteAssets
-from service.storage.sqlite.deliveries import SQLiteDeliveries, queue_final_event
+from service.storage.sqlite.deliveries import SQLiteDeliveries, queue_event
 from service.storage.sqlite.files import make_folder, open_failure
 from service.storage.sqlite.limits import SQLiteLimits
 from service.storage.sqlite.migrations import LATEST, MIGRATIONS
@@ -278,8 +278,9 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps, SQLi
                     " next_attempt_at) VALUES (?, ?, ?, 'pending', ?)",
                     [(task_id, n, url, 0.0) for n, url in enumerate(decision.copies)],
                 )
-            if decision.final_event is not None:
-                queue_final_event(conn, decision.final_event)
+            for outbox_event in (decision.progress_event, decision.final_event):
+                if outbox_event is not None:
+                    queue_event(conn, outbox_event)
             if event is not None:
                 insert_event(conn, event, decision)
             return decision

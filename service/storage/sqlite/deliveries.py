@@ -5,15 +5,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 
-from service.domain.outbox import FINAL_EVENTS, GONE, FinalEvent, candidates, fair_share
+from service.domain.outbox import FINAL_EVENTS, GONE, OutboxEvent, candidates, fair_share
 from service.domain.records import Attempt, Delivery
 from service.storage.sqlite.core import SQLiteBase
 
 _COLUMNS = (
     "id", "task_id", "api_key_id", "event_type", "url", "status", "attempts", "next_attempt_at",
-    "event_at", "delivered_at", "dead_at", "last_error",
+    "event_at", "delivered_at", "dead_at", "last_error", "progress",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM deliveries"
+# oldest first; progress events of one moment in their order, before the final event
+_ORDER = "ORDER BY event_at, progress IS NULL, progress"
 _EVENT_TYPES = ", ".join(f"'{event}'" for event in FINAL_EVENTS.values())  # fixed words
 
 
@@ -21,8 +23,8 @@ def _gone(conn: sqlite3.Connection, url: str) -> bool:
     return conn.execute("SELECT 1 FROM gone_urls WHERE url = ?", (url,)).fetchone() is not None
 
 
-def queue_final_event(conn: sqlite3.Connection, event: FinalEvent) -> None:
-    """Store the outbox row of a final event (`event.row`), once: a second one is ignored.
+def queue_event(conn: sqlite3.Connection, event: OutboxEvent) -> None:
+    """Store the outbox row of an event (`event.row`), once: a second one is ignored.
 
     Called inside the transaction whose change made it due, so the event and its cause commit
     together (transactional outbox).
@@ -30,9 +32,10 @@ def queue_final_event(conn: sqlite3.Connection, event: FinalEvent) -> None:
     row = event.row(gone=_gone(conn, event.url))
     conn.execute(
         "INSERT OR IGNORE INTO deliveries (id, task_id, api_key_id, event_type, url, status,"
-        " next_attempt_at, event_at, dead_at, last_error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        " next_attempt_at, event_at, dead_at, last_error, progress)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (row.id, row.task_id, row.api_key_id, row.event_type, row.url, row.status,
-         row.next_attempt_at, row.event_at, row.dead_at, row.last_error),
+         row.next_attempt_at, row.event_at, row.dead_at, row.last_error, row.progress),
     )  # fmt: skip
 
 
@@ -118,7 +121,7 @@ class SQLiteDeliveries(SQLiteBase):
     async def deliveries_of(self, task_id: str) -> list[tuple[Delivery, list[Attempt]]]:
         """A task's deliveries with every attempt, oldest first."""
         conn = self._read_conn()
-        async with conn.execute(f"{_SELECT} WHERE task_id = ? ORDER BY event_at", (task_id,)) as c:
+        async with conn.execute(f"{_SELECT} WHERE task_id = ? {_ORDER}", (task_id,)) as c:
             deliveries = [Delivery(*row) for row in await c.fetchall()]
         found = []
         for delivery in deliveries:

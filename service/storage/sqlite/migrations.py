@@ -10,6 +10,12 @@ _TASK_COLUMNS = (
     " poll_attempts"
 )
 
+# The columns of `deliveries` as migration 3 made them (migration 6 copies them by name).
+_DELIVERY_COLUMNS = (
+    "id, task_id, api_key_id, event_type, url, status, attempts, next_attempt_at, event_at,"
+    " delivered_at, dead_at, last_error"
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: keys, tasks, raw events
     (
@@ -187,6 +193,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX tasks_owner_model ON tasks(api_key_id, model, seq)",
         "CREATE INDEX tasks_due ON tasks(next_poll_at) WHERE next_poll_at IS NOT NULL",
         "CREATE INDEX tasks_completed ON tasks(completed_at) WHERE completed_at IS NOT NULL",
+    ),
+    # 6: GrsAI-shaped callbacks. A task says which body its client's callbacks carry, and the
+    # outbox holds a progress event per progress value besides the final one: deliveries are
+    # unique by id (a hash of task, event and value) and no longer by (task, event type), and
+    # a progress event records its value. SQLite cannot drop a UNIQUE constraint, so the
+    # deliveries table is rebuilt as in migration 5 (no table refers to it).
+    (
+        "ALTER TABLE tasks ADD COLUMN callback_format TEXT NOT NULL DEFAULT 'relay'"
+        " CHECK (callback_format IN ('relay', 'grsai'))",
+        """CREATE TABLE deliveries_new (
+            id TEXT PRIMARY KEY,
+            task_id TEXT NOT NULL,
+            api_key_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            url TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            event_at REAL NOT NULL,
+            delivered_at REAL,
+            dead_at REAL,
+            last_error TEXT,
+            progress INTEGER CHECK (progress BETWEEN 0 AND 100)
+        )""",
+        f"INSERT INTO deliveries_new ({_DELIVERY_COLUMNS}) SELECT {_DELIVERY_COLUMNS}"
+        " FROM deliveries",
+        "DROP TABLE deliveries",
+        "ALTER TABLE deliveries_new RENAME TO deliveries",
+        "CREATE INDEX deliveries_due ON deliveries(next_attempt_at)"
+        " WHERE next_attempt_at IS NOT NULL",
+        "CREATE INDEX deliveries_dead ON deliveries(api_key_id, status, dead_at)",
+        "CREATE INDEX deliveries_url ON deliveries(url, status)",
+        "CREATE INDEX deliveries_task ON deliveries(task_id, event_type)",
     ),
 )
 
