@@ -8,6 +8,7 @@ is the relay's task id: the one the client got when it submitted, and polls with
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,12 @@ def task_object(task: Task, link: Callable[[int], str]) -> Json:
         "end_time": int(task.completed_at) if task.completed_at is not None else 0,
         "callback_url": task.callback_url or "",
     }
+
+
+def progress_object(task: Task, progress: int) -> Json:
+    """The task as GrsAI showed it while it ran at `progress` (the body of a progress post)."""
+    running = dataclasses.replace(task, status="running", progress=progress, completed_at=None)
+    return task_object(running, lambda _n: "")
 
 
 def envelope(data: Any, code: int = 0, msg: str = "success") -> Json:

@@ -7,6 +7,12 @@ all deliveries to that URL; after the last scheduled retry the delivery is `dead
 replayable. The URL is vetted against SSRF at every send and the connection goes to the vetted
 address. Concurrency is bounded overall and per destination host, so one slow client never
 holds up the others.
+
+The body is made at send time from the task as it is: the relay's event envelope, or, for a
+task with GrsAI-shaped callbacks, GrsAI's own flat task object (result URLs as signed links to
+our stored copies; a progress event shows the task as it was at that progress). A progress
+event whose task is final by the time it is sent is dropped (dead, never sent), so the
+client's view of its task never goes back to running.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import httpx
 
 from service.clock import Clock, rfc3339
 from service.domain.errors import RelayError
-from service.domain.outbox import host_of
-from service.domain.records import Attempt, Delivery
+from service.domain.grsai_shape import progress_object, task_object
+from service.domain.links import file_link
+from service.domain.outbox import SUPERSEDED, host_of, superseded
+from service.domain.records import Attempt, Delivery, Task
 from service.jobs.worker import QueueWorker
 from service.metrics import Metrics
 from service.storage import Storage
@@ -46,6 +54,7 @@ class DeliveryPolicy:
     concurrency: int = 16
     per_host: int = 4
     lease: float = 60.0
+    link_ttl: float = 86400.0  # how long a GrsAI-shaped body's result links stay valid
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
@@ -102,16 +111,22 @@ class Deliverer(QueueWorker):
             self.launch(self.send(delivery), f"deliver-{delivery.id}", host_of(delivery.url))
         return len(claimed)
 
-    async def _body(self, delivery: Delivery) -> bytes | None:
-        task = await self._storage.task(delivery.task_id)
-        if task is None:
-            return None
-        event = {
-            "type": delivery.event_type,
-            "timestamp": rfc3339(delivery.event_at),
-            "data": task.to_json(self._base_url()),
-        }
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    def _body(self, delivery: Delivery, task: Task, secret: str, now: float) -> bytes:
+        """The delivery's body, made from the task as it is now."""
+        data: dict[str, object]
+        if task.callback_format == "grsai":
+            if delivery.progress is not None:
+                data = progress_object(task, delivery.progress)
+            else:
+                base, expires = self._base_url(), int(now + self._policy.link_ttl)
+                data = task_object(task, lambda n: file_link(base, secret, task.id, n, expires))
+        else:
+            data = {
+                "type": delivery.event_type,
+                "timestamp": rfc3339(delivery.event_at),
+                "data": task.to_json(self._base_url()),
+            }
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
     async def send(self, delivery: Delivery) -> None:
         """One attempt: vet, sign, POST, record the outcome and schedule what comes next."""
@@ -120,11 +135,15 @@ class Deliverer(QueueWorker):
         error: str | None = None
         retry_after: float | None = None
         started = time.perf_counter()
-        body = await self._body(delivery)
+        task = await self._storage.task(delivery.task_id)
+        if task is not None and superseded(delivery, task.status):
+            await self._drop(delivery, now)
+            return
         secrets = await self._storage.signing_secrets(delivery.api_key_id, now)
         try:
-            if body is None or not secrets:
+            if task is None or not secrets:
                 raise UrlRefused("the task or its API key's signing secret no longer exists")
+            body = self._body(delivery, task, secrets[0], now)
             target = await self.guard.vet(delivery.url)
             headers = dict(signed_headers(secrets, delivery.id, int(now), body))
             headers["Host"] = target.host_header
@@ -157,8 +176,17 @@ class Deliverer(QueueWorker):
         )
         if self._metrics is not None:
             self._metrics.deliveries.labels(delivery.status if error is None else "failed").inc()
+        await self._record(delivery, attempt, gone=status == 410)
+
+    async def _drop(self, delivery: Delivery, now: float) -> None:
+        """Retire a superseded progress event without sending it."""
+        delivery.status, delivery.dead_at, delivery.next_attempt_at = "dead", now, None
+        delivery.last_error = SUPERSEDED
+        await self._record(delivery, Attempt(delivery.id, now, None, None, SUPERSEDED), gone=False)
+
+    async def _record(self, delivery: Delivery, attempt: Attempt, *, gone: bool) -> None:
         try:
-            await self._storage.record_attempt(delivery, attempt, gone=status == 410)
+            await self._storage.record_attempt(delivery, attempt, gone=gone)
         except RelayError as exc:  # the lease brings it back; at-least-once
             log.warning("could not record delivery %s: %s", delivery.id, exc.message)
 

@@ -216,8 +216,12 @@ async def test_wrong_types_are_422_listing_fields(relay: Relay) -> None:
         ({"model": "nano-banana", "prompt": "x", "colour": "red"}, "colour"),
         ({"model": "nano-banana", "prompt": "x", "callback_format": "grsai"}, "callback_format"),
         (
-            {"model": "nano-banana", "prompt": "x", "callback_url": "https://a.test/",
-             "callback_format": "xml"},
+            {
+                "model": "nano-banana",
+                "prompt": "x",
+                "callback_url": "https://a.test/",
+                "callback_format": "xml",
+            },
             "callback_format",
         ),
     ],
