@@ -121,7 +121,11 @@ class Delivery(BaseModel):
     """One event for the task's `callback_url`; its id is the `webhook-id`."""
 
     id: str
-    event_type: str
+    event_type: str = Field(
+        description="`task.succeeded` or `task.failed`: the final event (once the result files "
+        "are stored). `task.progress`: one per progress value, only with `callback_format` "
+        "`grsai` (a progress event whose task is final before it is sent is `dead`, never sent)."
+    )
     url: str
     status: Literal["pending", "delivered", "dead"]
     attempts: int = Field(ge=0)
