@@ -18,7 +18,17 @@ from starlette.middleware import Middleware
 from service.api.context import Services, State
 from service.api.errors import exception_handlers
 from service.api.observability import RequestContext
-from service.api.routes import deliveries, docs, health, live, results, tasks, webhooks
+from service.api.routes import (
+    deliveries,
+    docs,
+    files,
+    grsai_compat,
+    health,
+    live,
+    results,
+    tasks,
+    webhooks,
+)
 from service.api.routes import metrics as metrics_routes
 from service.clock import Clock, SystemClock
 from service.domain.credentials import Entropy, SystemEntropy
@@ -358,6 +368,8 @@ def create_app(
             *tasks.routes,
             *health.routes,
             *results.routes,
+            *grsai_compat.routes,
+            *files.routes,
             *live.routes,
             *deliveries.routes,
             *metrics_routes.routes,

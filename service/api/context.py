@@ -42,9 +42,15 @@ class Submissions(Protocol):
     """Creating tasks (validation, idempotency, the submit to GrsAI)."""
 
     async def submit(
-        self, key: ApiKey, body: dict[str, Any], idempotency_key: str | None
+        self,
+        key: ApiKey,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+        *,
+        callback_format: str = "relay",
     ) -> Accepted:
-        """Create and submit a task, or replay the one this Idempotency-Key already made."""
+        """Create and submit a task, or replay the one this Idempotency-Key already made.
+        `callback_format` "grsai": `callback_url` gets GrsAI's callback bodies."""
         ...
 
 

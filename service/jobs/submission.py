@@ -122,7 +122,12 @@ class Submitter:
         return request, endpoint.path
 
     async def submit(
-        self, key: ApiKey, body: dict[str, Any], idempotency_key: str | None
+        self,
+        key: ApiKey,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+        *,
+        callback_format: str = "relay",  # stored by the grsai-hooks branch
     ) -> Accepted:
         """Create and submit a task, or replay the one this Idempotency-Key already made."""
         request, path = self._validate(body)
