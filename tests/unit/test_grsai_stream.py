@@ -46,9 +46,12 @@ class StreamCall:
             "query_string": b"", "root_path": "", "headers": headers,
             "server": ("relay.test", 80), "client": ("127.0.0.1", 5000),
         }  # fmt: skip
-        self.done = asyncio.get_running_loop().create_task(
-            relay.asgi(scope, self._receive, self.sent.put)
-        )
+        app = relay.asgi
+
+        async def run() -> None:
+            await app(scope, self._receive, self.sent.put)
+
+        self.done: asyncio.Task[None] = asyncio.get_running_loop().create_task(run())
 
     async def _receive(self) -> Message:
         if self._body:
