@@ -108,8 +108,9 @@ async def test_result_is_answered_from_the_database(relay: Relay) -> None:
     assert relay.grsai.poll_ids == before
 
 
-async def test_result_shows_the_finished_task(relay: Relay) -> None:
+async def test_result_shows_the_finished_task(make_relay: MakeRelay) -> None:
     """After GrsAI reports success the poll answer carries `results[].url` and `url`."""
+    relay = await make_relay(mirror_results=False)
     task_id = await submit_poll(relay)
     upstream = (await relay.task(task_id)).upstream_id
     assert upstream is not None

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from service.api.grsai_render import COPY_WAIT
 from service.api.openapi import document_for
 from tests.doubles import ManualClock
 from tests.unit.conftest import RELAY_URL, FakeGrsai, Relay
@@ -96,9 +97,18 @@ async def test_link_serves_ranges_and_conditional_requests(relay: Relay, files: 
     assert (await fetch(relay, url, **{"If-None-Match": ETAG})).status_code == 304
 
 
-async def test_before_the_copy_the_url_is_grsais(relay: Relay, files: FileHost) -> None:
-    """While the copy is pending the task shows GrsAI's own URL (nothing to sign yet)."""
+async def test_finished_task_waits_for_its_copy(relay: Relay, files: FileHost) -> None:
+    """While the copy is made the finished task is shown running (progress 99); a copy still
+    not stored COPY_WAIT seconds after the end leaves GrsAI's own URL to show."""
     task_id = await finished(relay, files, copy=False)
+    data = (await poll(relay, task_id)).json()["data"]
+    assert (data["status"], data["progress"], data["results"], data["url"]) == (
+        "running",
+        99,
+        None,
+        "",
+    )
+    relay.clock.advance(COPY_WAIT)
     assert await link_of(relay, task_id) == URL
 
 

@@ -224,7 +224,8 @@ async def _copying(
 
 
 async def test_final_line_waits_for_our_copy(copying: tuple[Relay, FileHost]) -> None:
-    """The final line comes once the copy is stored, carrying a signed link to it."""
+    """The final line comes once the copy is stored (progress 99 meanwhile), carrying a
+    signed link to it."""
     relay, files = copying
     files.serve(URL, BODY, headers={"Content-Type": "image/png"})
     call = StreamCall(relay, body())
@@ -232,8 +233,11 @@ async def test_final_line_waits_for_our_copy(copying: tuple[Relay, FileHost]) ->
     first = await call.line()
     assert first is not None
     await succeed(relay)
+    held = await call.line()  # final, but the copy is still being made
+    assert held is not None
+    assert (held["status"], held["progress"], held["results"]) == ("running", 99, None)
     await settle()
-    assert call.sent.empty()  # final, but the copy is still pending
+    assert call.sent.empty()
     await copy_all(relay)
     final = await call.line()
     assert final is not None

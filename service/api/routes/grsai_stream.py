@@ -3,8 +3,8 @@
 after the final one, exactly as GrsAI streams (no `event:` lines, no `[DONE]`, no comments).
 
 The lines are fed by the live-status hub (`TaskWatch`): the task is read once per wake, never
-in a loop. The final line waits (at most `COPY_WAIT` seconds) for our copies of the result
-files, so that it carries links to them rather than GrsAI's expiring URLs; with
+in a loop. The final line waits (at most `grsai_render.COPY_WAIT` seconds) for our copies of
+the result files, so that it carries links to them rather than GrsAI's expiring URLs; with
 `shutProgress: true` it is the only line. The task is an ordinary relay task: a client that
 goes away does not stop it. Each open stream counts against STREAMS_PER_KEY, and the relay's
 shutdown ends it (with the task's current state if nothing was sent yet, so the client holds
@@ -13,19 +13,22 @@ its id and can poll `/v1/draw/result`).
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.types import Receive, Scope, Send
 
 from service.api.context import Services, scope_services
-from service.api.grsai_render import fingerprint, frame, grsai_task, request_base
-from service.api.routes.live import ClientGone, settled
+from service.api.grsai_render import (
+    copy_wait_left,
+    fingerprint,
+    frame,
+    grsai_task,
+    request_base,
+)
+from service.api.routes.live import ClientGone
 from service.domain.errors import RateLimited, RelayError
 from service.domain.grsai_request import GrsaiSubmit
 from service.domain.records import ApiKey, Task
 from service.jobs.watch import Watcher
 
-COPY_WAIT = 60.0  # seconds a final line waits for our copies of the result files
 IDLE_WAIT = 3600.0  # a wake without a change is harmless: re-check this often at most
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -79,27 +82,22 @@ async def _lines(
     gone: ClientGone,
     send: Send,
 ) -> None:
-    loop = asyncio.get_running_loop()
     sent: str | None = None
-    hold_until: float | None = None  # when a final line stops waiting for the copies
 
     async def line(current: Task) -> None:
         nonlocal sent
         obj = await grsai_task(svc, current, base)
         await send({"type": "http.response.body", "body": frame(obj), "more_body": True})
-        sent = fingerprint(current)
+        sent = fingerprint(current, svc.clock.now())
 
     while True:
-        if task.terminal and hold_until is None:
-            hold_until = loop.time() + COPY_WAIT
-        done = task.terminal and (settled(task) or loop.time() >= (hold_until or 0))
-        due = done if task.terminal else not shut_progress
-        if due and fingerprint(task) != sent:
+        held = copy_wait_left(task, svc.clock.now())  # final, but the copies are being made
+        final = task.terminal and held == 0
+        if (final or not shut_progress) and fingerprint(task, svc.clock.now()) != sent:
             await line(task)
-        if done or gone.gone:
+        if final or gone.gone:
             return
-        wait = hold_until - loop.time() if hold_until is not None else IDLE_WAIT
-        changed = await watcher.wait(max(wait, 0.0))
+        changed = await watcher.wait(held or IDLE_WAIT)
         if gone.gone:
             return
         if watcher.closed:  # the relay is stopping
