@@ -18,7 +18,17 @@ from starlette.middleware import Middleware
 from service.api.context import Services, State
 from service.api.errors import exception_handlers
 from service.api.observability import RequestContext
-from service.api.routes import deliveries, docs, health, live, results, tasks, webhooks
+from service.api.routes import (
+    deliveries,
+    docs,
+    files,
+    grsai_compat,
+    health,
+    live,
+    results,
+    tasks,
+    webhooks,
+)
 from service.api.routes import metrics as metrics_routes
 from service.clock import Clock, SystemClock
 from service.domain.credentials import Entropy, SystemEntropy
@@ -112,6 +122,7 @@ def _outbox_workers(
             retry_after_max=settings.delivery_retry_after_max,
             concurrency=settings.delivery_concurrency,
             per_host=settings.delivery_per_host,
+            link_ttl=settings.result_link_seconds,
         ),
         base_url=lambda: app.public.base,
         tick=settings.delivery_tick,
@@ -358,6 +369,8 @@ def create_app(
             *tasks.routes,
             *health.routes,
             *results.routes,
+            *grsai_compat.routes,
+            *files.routes,
             *live.routes,
             *deliveries.routes,
             *metrics_routes.routes,

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     asset_dir: str = "./data/assets"
     asset_store: str = ""
     asset_presign_seconds: int = Field(default=0, ge=0, le=7 * 86400)
+    # GrsAI-compatible paths: how long a signed link to a stored result file stays valid
+    result_link_seconds: int = Field(default=604800, gt=0, le=10 * 365 * 86400)
     asset_max_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     asset_concurrency: int = Field(default=4, gt=0)
     asset_timeout: float = Field(default=600.0, gt=0)

@@ -46,6 +46,7 @@ class Submissions(Protocol):
         key: ApiKey,
         body: dict[str, Any],
         idempotency_key: str | None,
+        *,
         callback_format: str = "relay",
     ) -> Accepted:
         """Create and submit a task, or replay the one this Idempotency-Key already made;

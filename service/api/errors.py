@@ -2,6 +2,8 @@
 
 Errors of the domain tree (`service.domain.errors`) answer with their own status and code; the
 framework's own refusals (routing) with theirs; anything else is a 500 that says nothing more.
+On GrsAI's own paths (`/v1/draw/*`, `/v1/video/*`) every one of them is rendered in GrsAI's
+shape instead (`service.api.grsai_errors`), so those paths never answer the relay's own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.api.grsai_errors import grsai_error, grsai_path
 from service.domain.errors import RelayError
 
 # The framework's own refusals (routing) by status; any other status it raises is `http_error`.
@@ -41,17 +44,23 @@ def error_response(exc: RelayError) -> JSONResponse:
 
 async def _relay_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RelayError)
+    if grsai_path(request.url.path):
+        return grsai_error(exc)
     return error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if grsai_path(request.url.path):
+        return grsai_error(exc)
     code = HTTP_ERROR_CODES.get(exc.status_code, HTTP_ERROR)
     message = "not found" if exc.status_code == 404 else str(exc.detail)  # one 404 body everywhere
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if grsai_path(request.url.path):
+        return grsai_error(exc)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 
 

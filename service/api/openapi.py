@@ -12,6 +12,9 @@ from __future__ import annotations
 import copy
 from importlib import metadata
 
+from service.api.openapi_grsai import SCHEMAS as GRSAI_SCHEMAS
+from service.api.openapi_grsai import TAG as GRSAI_TAG
+from service.api.openapi_grsai import grsai_paths
 from service.api.openapi_live import live_paths
 from service.api.openapi_models import RESULT_TYPES
 from service.api.openapi_parts import (
@@ -300,6 +303,7 @@ def openapi_document(settings: Settings) -> Json:
 def document_for(public_base_url: str | None) -> Json:
     """The OpenAPI 3.1 document, served from `public_base_url` when there is one."""
 
+    results = _results()
     doc: Json = {
         "openapi": "3.1.0",
         "info": {
@@ -307,18 +311,21 @@ def document_for(public_base_url: str | None) -> Json:
             "version": _version(),
             "summary": "A dependable relay for the GrsAI generation API.",
             "description": "All `/v1/*` endpoints need `Authorization: Bearer <api key>`. "
-            'Errors are JSON, `{"error": {"code", "message"}}` (validation errors add `fields`). '
+            'Errors are JSON, `{"error": {"code", "message"}}` (validation errors add `fields`), '
+            "except on the `grsai-compatible` paths (GrsAI's own API), which answer GrsAI's "
+            '`{"code", "msg", "data"}`; `/v1/files/*` takes a signed link instead of a key. '
             "Every GET also answers HEAD; other methods get 405 `method_not_allowed`.",
         },
         "paths": {
             **_tasks(),
             **live_paths(),
-            **_results(),
+            **results,
             **_deliveries(),
             **_operations_and_health(),
+            **grsai_paths(results["/v1/tasks/{task_id}/results/{n}"]["get"]),
         },
         "components": {
-            "schemas": component_schemas(),
+            "schemas": {**component_schemas(), **GRSAI_SCHEMAS},
             "responses": SHARED,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
@@ -343,7 +350,7 @@ def document_for(public_base_url: str | None) -> Json:
             },
         },
         "tags": [{"name": name} for name in
-                 ("tasks", "results", "deliveries", "webhooks", "health", "docs")],
+                 ("tasks", "results", "deliveries", "webhooks", "health", "docs", GRSAI_TAG)],
     }  # fmt: skip
     if public_base_url:
         doc["servers"] = [{"url": public_base_url}]

@@ -54,7 +54,7 @@ class DeliveryPolicy:
     concurrency: int = 16
     per_host: int = 4
     lease: float = 60.0
-    link_ttl: float = 86400.0  # how long a GrsAI-shaped body's result links stay valid
+    link_ttl: float = 604800.0  # RESULT_LINK_SECONDS: how long result links in GrsAI bodies last
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:

@@ -126,6 +126,7 @@ class Submitter:
         key: ApiKey,
         body: dict[str, Any],
         idempotency_key: str | None,
+        *,
         callback_format: str = "relay",
     ) -> Accepted:
         """Create and submit a task, or replay the one this Idempotency-Key already made.

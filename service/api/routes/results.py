@@ -57,19 +57,32 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-async def result_file(request: Request) -> Response:
-    """The stored copy of result `n`, for the task's owner only."""
-    key = await authenticate(request)
-    svc = services(request)
+def result_ref(request: Request) -> tuple[str, int]:
+    """The task id and result number of the path (404 when they cannot be one)."""
     task_id, raw_n = request.path_params["task_id"], request.path_params["n"]
     if len(task_id) > 64 or not (raw_n.isascii() and raw_n.isdigit()) or len(raw_n) > 4:
         raise NotFound("no such result")
-    task = await svc.storage.task(task_id, key.id)
-    asset = await svc.storage.asset(task_id, int(raw_n)) if task is not None else None
+    return task_id, int(raw_n)
+
+
+async def result_file(request: Request) -> Response:
+    """The stored copy of result `n`, for the task's owner only."""
+    key = await authenticate(request)
+    task_id, n = result_ref(request)
+    if await services(request).storage.task(task_id, key.id) is None:
+        raise NotFound("no such result")
+    return await serve_result(request, task_id, n)
+
+
+async def serve_result(request: Request, task_id: str, n: int) -> Response:
+    """Result `n` of `task_id` (whose access the caller checked): the file, a range of it, 304,
+    or a redirect to a presigned URL; 404 while it is not stored."""
+    svc = services(request)
+    asset = await svc.storage.asset(task_id, n)
     if asset is None:
         raise NotFound("no such result")
     if asset.status != "stored" or asset.sha256 is None:
-        message = f"result {raw_n} is not stored ({asset.status})"
+        message = f"result {n} is not stored ({asset.status})"
         if asset.status == "failed":
             raise NotFound(message, code="asset_failed", reason=asset.error)
         if asset.status == "pruned":
