@@ -10,6 +10,7 @@ Lines on standard output a program can wait for:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -26,8 +27,16 @@ TunnelFactory = Callable[[str, Settings], Tunnel]
 
 
 def say(line: str) -> None:
-    """One line on standard output, at once (a program may be reading it line by line)."""
-    print(line, flush=True)
+    """One line on standard output, at once and in one write (a program may be reading it line
+    by line, and print() writes the line and its newline apart when stdout is unbuffered, so a
+    log line on stderr into the same file could land between them)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # replaced by an object without a descriptor
+        print(line, flush=True)
+        return
+    sys.stdout.flush()
+    os.write(fd, f"{line}\n".encode())
 
 
 def make_tunnel(kind: str, settings: Settings) -> Tunnel:
