@@ -136,21 +136,23 @@ async def submit(
 async def test_signed_in_the_list_shows_tasks_thumbnails_and_escaped_prompts(
     relay: RelayProcess, client: httpx.AsyncClient, sign_in: SignIn, artifacts: Path
 ) -> None:
-    """Signed in, the key's tasks appear with thumbnails that really loaded; a prompt and
+    """Signed in, the key's tasks appear with thumbnails that really loaded (a video's is its
+    generated poster, and its page gets it from the relay, by ranges too); a prompt and
     metadata full of HTML and script show as text (no alert, no injected element); the task
     page shows the stored image, input, metadata, timeline and copies; the console stays
     clean. Screenshots of both pages are written."""
     key = relay.create_key("alice")
     plain = await submit(client, relay, key, "a lighthouse at dusk")
     hostile = await submit(client, relay, key, XSS, metadata={"note": XSS})
-    for task in (plain, hostile):
+    video = await submit(client, relay, key, "a wave", model="veo3.1-fast")
+    for task in (plain, hostile, video):
         await wait_for_task(client, relay, key, task["id"])
     watched = await sign_in(key)
     page = watched.page
-    await page.wait_for_function(THUMBS_LOADED, arg=2)
-    assert await page.locator("tr[data-task]").count() == 2
+    await page.wait_for_function(THUMBS_LOADED, arg=3)  # the video's is its poster
+    assert await page.locator("tr[data-task]").count() == 3
     prompts = await page.locator("td.prompt").all_inner_texts()
-    assert sorted(prompts) == sorted(["a lighthouse at dusk", XSS])
+    assert sorted(prompts) == sorted(["a lighthouse at dusk", XSS, "a wave"])
     assert await page.locator("#injected").count() == 0
     shot = artifacts / "dashboard-list.png"
     await page.screenshot(path=str(shot), full_page=True)
@@ -168,6 +170,22 @@ async def test_signed_in_the_list_shows_tasks_thumbnails_and_escaped_prompts(
     shot = artifacts / "dashboard-task.png"
     await page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
+
+    await page.goto(f"/dashboard/tasks/{video['id']}")
+    player = page.locator(".media video")
+    assert await player.get_attribute("poster") == f"/dashboard/tasks/{video['id']}/thumbs/0"
+    # the simulator's MP4 is a placeholder no player decodes: check that the page's own
+    # script gets it, with the cookie, whole and by a byte range (as a player asks)
+    got = await page.evaluate(
+        """async (src) => {
+          const whole = await fetch(src);
+          const part = await fetch(src, {headers: {Range: "bytes=0-7"}});
+          return [whole.status, whole.headers.get("content-type"), part.status,
+                  (await part.arrayBuffer()).byteLength];
+        }""",
+        await player.get_attribute("src"),
+    )
+    assert got == [200, "video/mp4", 206, 8]
 
     await page.goto(f"/dashboard/tasks/{hostile['id']}")
     assert await page.locator("#prompt").inner_text() == XSS
@@ -358,3 +376,26 @@ async def test_another_keys_task_is_404_and_hostile_input_gets_a_precise_4xx(
     revoked = await client.get(f"{relay.url}/dashboard", headers={"Cookie": cookie})
     assert revoked.status_code == 401
     assert "signed_out" in revoked.text
+
+
+async def test_the_list_pages_with_the_cursor_and_filters(
+    relay: RelayProcess, client: httpx.AsyncClient
+) -> None:
+    """21 tasks fill a page of 20 and an older page of 1 (the cursor keeps the filter); a
+    status filter with nothing to show says so."""
+    key = relay.create_key("alice")
+    tasks = [await submit(client, relay, key, f"task {n}") for n in range(21)]
+    for task in tasks:
+        await wait_for_task(client, relay, key, task["id"])
+    cookie = await session_cookie(client, relay, key)
+    first = await client.get(f"{relay.url}/dashboard?status=succeeded", headers={"Cookie": cookie})
+    assert first.status_code == 200
+    assert first.text.count("<tr data-task=") == 20
+    assert tasks[0]["id"] not in first.text
+    older = first.text.split('id="older"')[0].rsplit('href="', 1)[1].split('"')[0]
+    second = await client.get(relay.url + older.replace("&amp;", "&"), headers={"Cookie": cookie})
+    assert second.status_code == 200
+    assert second.text.count("<tr data-task=") == 1
+    assert tasks[0]["id"] in second.text
+    none = await client.get(f"{relay.url}/dashboard?status=failed", headers={"Cookie": cookie})
+    assert 'id="no-tasks"' in none.text
