@@ -15,6 +15,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from service.api import dashboard
 from service.api.context import Services, State
 from service.api.errors import exception_handlers
 from service.api.observability import RequestContext
@@ -375,6 +376,7 @@ def create_app(
             *deliveries.routes,
             *metrics_routes.routes,
             *docs.routes,
+            *dashboard.routes(),
         ],
         middleware=[
             Middleware(

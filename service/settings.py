@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     # between two heartbeat comments on an idle stream
     streams_per_key: int = Field(default=20, gt=0)
     stream_heartbeat: float = Field(default=15.0, gt=0)
+    # the dashboard (/dashboard): seconds a sign-in lasts (the session cookie's lifetime)
+    dashboard_session_seconds: int = Field(default=43200, ge=60, le=30 * 86400)
 
     @field_validator("grsai_base_url", "public_base_url")
     @classmethod

@@ -5,8 +5,8 @@ RelayError                      -> 500 internal_error (never raised on purpose)
 ├── ClientError                 -> 4xx: the request is at fault
 │   ├── BadRequest              -> 400 bad_request, invalid_cursor, invalid_idempotency_key,
 │   │                                  client_disconnected
-│   ├── Unauthorized            -> 401 unauthorized
-│   ├── Forbidden               -> 403 forbidden
+│   ├── Unauthorized            -> 401 unauthorized, signed_out (the dashboard's session)
+│   ├── Forbidden               -> 403 forbidden, cross_origin, csrf_failed (dashboard forms)
 │   ├── NotFound                -> 404 not_found, asset_pending/failed/pruned/missing
 │   ├── RequestTimeout          -> 408 request_timeout (body too slow)
 │   ├── Conflict                -> 409 idempotency_in_flight, nothing_to_redeliver

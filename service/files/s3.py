@@ -98,6 +98,38 @@ class S3AssetStore:
         name = f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def thumbnail_key(self, sha256: str) -> str:
+        """The object key of a file's thumbnail, `<prefix>/thumbs/ab/cd/<sha256>` (outside the
+        names `iter_hashes` lists)."""
+        name = self.key(sha256).removeprefix(f"{self.prefix}/" if self.prefix else "")
+        return f"{self.prefix}/thumbs/{name}" if self.prefix else f"thumbs/{name}"
+
+    async def put_thumbnail(self, sha256: str, data: bytes) -> None:
+        """Upload the thumbnail in one request, its SHA-256 checked by the server."""
+        try:
+            await self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.thumbnail_key(sha256),
+                Body=data,
+                ChecksumSHA256=_b64(hashlib.sha256(data).digest()),
+            )
+        except _FAILED as exc:
+            raise self._unavailable(exc) from exc
+
+    async def thumbnail(self, sha256: str) -> bytes | None:
+        """The thumbnail's bytes, or None when there is none."""
+        try:
+            got = await self.client.get_object(Bucket=self.bucket, Key=self.thumbnail_key(sha256))
+            async with got["Body"] as body:
+                data: bytes = await body.read()
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise self._unavailable(exc) from exc
+        except _FAILED as exc:
+            raise self._unavailable(exc) from exc
+        return data
+
     async def open(self) -> None:
         """Make the client; no request is sent, so a store that is down does not stop a start."""
         stack = contextlib.AsyncExitStack()
@@ -306,6 +338,7 @@ class S3AssetStore:
             return False
         try:
             await self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+            await self.client.delete_object(Bucket=self.bucket, Key=self.thumbnail_key(sha256))
         except _FAILED as exc:
             raise self._unavailable(exc) from exc
         return True

@@ -50,7 +50,16 @@ class AssetStore(Protocol):
         ...
 
     async def delete(self, sha256: str, unused_since: float) -> bool:
-        """Remove a stored file unless it was (re)used after `unused_since`; True if removed."""
+        """Remove a stored file (and its thumbnail) unless it was (re)used after
+        `unused_since`; True if removed."""
+        ...
+
+    async def put_thumbnail(self, sha256: str, data: bytes) -> None:
+        """Store `data`, the small picture made once from stored file `sha256`, beside it."""
+        ...
+
+    async def thumbnail(self, sha256: str) -> bytes | None:
+        """The thumbnail stored beside file `sha256`, or None when none was made yet."""
         ...
 
     async def last_used(self, sha256: str) -> float | None:
@@ -112,6 +121,28 @@ class LocalAssetStore:
             raise ValueError("not a sha256 hex digest")
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
+    def thumbnail_path(self, sha256: str) -> Path:
+        """Where the thumbnail of a file lives: `root/thumbs/ab/cd/<sha256>` (outside the
+        `ab/cd/<sha256>` names that `hashes` sweeps)."""
+        return self.root / "thumbs" / self.path(sha256).relative_to(self.root)
+
+    async def put_thumbnail(self, sha256: str, data: bytes) -> None:
+        """Write the thumbnail to a staged file, then rename it into place (never half seen)."""
+        await asyncio.to_thread(self._put_thumbnail, self.thumbnail_path(sha256), data)
+
+    def _put_thumbnail(self, final: Path, data: bytes) -> None:
+        staged = self.staging_file()
+        staged.write_bytes(data)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+
+    async def thumbnail(self, sha256: str) -> bytes | None:
+        """The thumbnail's bytes (a few kilobytes), or None."""
+        try:
+            return await asyncio.to_thread(self.thumbnail_path(sha256).read_bytes)
+        except (FileNotFoundError, ValueError):
+            return None
+
     def staging_file(self) -> Path:
         """A fresh temporary file in the same filesystem as the store (so rename is atomic)."""
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="dl-")
@@ -166,6 +197,8 @@ class LocalAssetStore:
             path.unlink()
         except FileNotFoundError:
             return False
+        with contextlib.suppress(FileNotFoundError):
+            self.thumbnail_path(sha256).unlink()
         with contextlib.suppress(OSError):  # tidy empty fan-out directories
             self.path(sha256).parent.rmdir()
         return True

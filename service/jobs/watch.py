@@ -13,6 +13,7 @@ at once instead of holding the shutdown.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from types import TracebackType
 
 
@@ -20,12 +21,13 @@ class Watcher:
     """One waiter on one task: `wait` returns once the task changed since the last wait began
     (a change between two waits is not lost: it is remembered until the next wait)."""
 
-    __slots__ = ("_event", "_hub", "task_id")
+    __slots__ = ("_event", "_group", "_hub", "task_id")
 
-    def __init__(self, hub: TaskWatch, task_id: str) -> None:
+    def __init__(self, hub: TaskWatch, task_id: str, group: WatchGroup | None = None) -> None:
         self._hub = hub
         self.task_id = task_id
-        self._event = asyncio.Event()
+        self._group = group
+        self._event = asyncio.Event() if group is None else group._event
 
     def __enter__(self) -> Watcher:
         self._hub._add(self)
@@ -38,6 +40,8 @@ class Watcher:
 
     def wake(self) -> None:
         """The task may have changed (or the hub closed): the next or current wait returns."""
+        if self._group is not None:
+            self._group.woken.add(self.task_id)
         self._event.set()
 
     @property
@@ -47,6 +51,49 @@ class Watcher:
 
     async def wait(self, seconds: float) -> bool:
         """Wait up to `seconds` for a change; True if one came (or the hub closed)."""
+        if not self._event.is_set():
+            try:
+                async with asyncio.timeout(seconds):
+                    await self._event.wait()
+            except TimeoutError:
+                return False
+        self._event.clear()
+        return True
+
+
+class WatchGroup:
+    """One waiter on several tasks (a page of them): `wait` returns once any of them changed,
+    and `woken` names those that did (the caller reads them and clears it)."""
+
+    def __init__(self, hub: TaskWatch, task_ids: Iterable[str]) -> None:
+        self._event = asyncio.Event()
+        self.woken: set[str] = set()
+        self._members = [Watcher(hub, task_id, self) for task_id in dict.fromkeys(task_ids)]
+        self._hub = hub
+
+    def __enter__(self) -> WatchGroup:
+        for member in self._members:
+            member.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for member in self._members:
+            member.__exit__(kind, exc, tb)
+
+    def wake(self) -> None:
+        """Return from the current or next wait (e.g. the client went away)."""
+        self._event.set()
+
+    @property
+    def closed(self) -> bool:
+        """True once the hub closed: stop waiting and answer now."""
+        return self._hub.closed
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for a change of any member; True if one came (or the hub
+        closed)."""
         if not self._event.is_set():
             try:
                 async with asyncio.timeout(seconds):
@@ -68,6 +115,10 @@ class TaskWatch:
         """A watcher on `task_id`, registered while its `with` block runs. Register first, then
         read the task: a change committed after the read then always wakes it."""
         return Watcher(self, task_id)
+
+    def watch_all(self, task_ids: Iterable[str]) -> WatchGroup:
+        """One watcher on every task of `task_ids` (registered while its `with` block runs)."""
+        return WatchGroup(self, task_ids)
 
     def changed(self, task_id: str | None) -> None:
         """A committed write changed `task_id` (None: any task may have changed, e.g. the

@@ -114,6 +114,9 @@ class Storage(Protocol):
     async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
         """The active (not revoked) key with this hash."""
 
+    async def api_key_by_id(self, key_id: str) -> ApiKey | None:
+        """The active (not revoked) key with this id (the dashboard's session names it)."""
+
     async def insert_task(self, task: Task) -> None:
         """Store a new task; raise `DuplicateIdempotencyKey` if its key is taken."""
 

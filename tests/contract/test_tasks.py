@@ -45,6 +45,9 @@ async def test_api_keys_are_listed_found_and_revoked(storage: Storage) -> None:
     assert await storage.revoke_api_key(OTHER.prefix, NOW + 6)
     assert not await storage.revoke_api_key(demo.id, NOW + 7)  # already revoked
     assert await storage.api_key_by_hash(key_hash(demo)) is None
+    assert await storage.api_key_by_id(KEY.id) == KEY
+    assert await storage.api_key_by_id(demo.id) is None  # revoked
+    assert await storage.api_key_by_id("key_none") is None
     revoked = {k.id: k.revoked_at for k in await storage.list_api_keys()}
     assert revoked == {demo.id: NOW + 5, OTHER.id: NOW + 6, KEY.id: None}
 

@@ -24,6 +24,27 @@ async def test_a_change_wakes_the_watchers_of_that_task_only() -> None:
         assert not await other.wait(0.0)
 
 
+async def test_a_group_wakes_on_any_member_and_names_it() -> None:
+    """`watch_all` returns on a change of any of its tasks, names the ones that changed (all of
+    them when any task may have changed), and leaves no entry behind."""
+    hub = TaskWatch()
+    with hub.watch_all(["a", "b", "a"]) as group:
+        assert hub.watchers == 2
+        assert not await group.wait(0.0)
+        hub.changed("c")
+        assert not await group.wait(0.0)
+        hub.changed("b")
+        assert await group.wait(HANG)
+        assert group.woken == {"b"}
+        group.woken.clear()
+        hub.changed(None)
+        assert await group.wait(HANG)
+        assert group.woken == {"a", "b"}
+        hub.close()
+        assert group.closed
+    assert hub.tasks == 0
+
+
 async def test_a_change_before_the_wait_is_not_lost() -> None:
     """A change between two waits is remembered: the next wait returns at once, once."""
     hub = TaskWatch()

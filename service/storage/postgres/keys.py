@@ -85,3 +85,9 @@ class PgKeys(PgBase):
                 self._keys.clear()
             self._keys[key_hash] = (key, now)
         return key
+
+    async def api_key_by_id(self, key_id: str) -> ApiKey | None:
+        """Find an active key by id (the primary key; not remembered: the dashboard's session
+        reads it once per page, and a revocation must end that session at once)."""
+        row = await self._fetchrow(f"{_SELECT_KEY} WHERE id = $1 AND revoked_at IS NULL", key_id)
+        return None if row is None else _api_key(row)

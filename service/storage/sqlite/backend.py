@@ -168,6 +168,11 @@ class SQLiteStorage(SQLiteAssets, SQLiteDeliveries, SQLiteStats, SQLiteOps, SQLi
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def api_key_by_id(self, key_id: str) -> ApiKey | None:
+        """Find an active key by id (the primary key)."""
+        rows = self._fast_rows(f"{_SELECT_KEY} WHERE id = ? AND revoked_at IS NULL", (key_id,))
+        return _api_key(rows[0]) if rows else None
+
     async def create_api_key(self, key: ApiKey, key_hash: bytes) -> None:
         """Insert a key row."""
 
