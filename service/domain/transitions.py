@@ -12,7 +12,7 @@ from typing import Any
 
 from service.domain.observation import Observation
 from service.domain.outbox import OutboxEvent, final_event, progress_event
-from service.domain.records import EventOutcome, Task
+from service.domain.records import TERMINAL, EventOutcome, Task
 from service.domain.results import result_entries
 
 
@@ -127,3 +127,9 @@ def apply(task: Task, decision: Decision) -> Task:
     for name, value in decision.changes.items():
         setattr(task, name, value)
     return task
+
+
+def wakes_outbox(decision: Decision) -> bool:
+    """The decision queued work the copier or the deliverer should start now: the task became
+    final, or a GrsAI-shaped client has a progress post due."""
+    return decision.changes.get("status") in TERMINAL or decision.progress_event is not None

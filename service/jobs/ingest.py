@@ -20,7 +20,7 @@ from service.domain.observation import Observation, parse_task_object
 from service.domain.records import TERMINAL, Task, TaskRef
 from service.domain.schedule import PollPolicy
 from service.domain.strict_json import loads_object
-from service.domain.transitions import Decision, decide
+from service.domain.transitions import Decision, decide, wakes_outbox
 from service.storage import Event, Storage
 from service.upstream.grsai import GrsaiClient
 
@@ -144,7 +144,7 @@ class CallbackIngestor:
         )
         if decision is None:
             raise NotFound("not found")
-        if decision.changes.get("status") in TERMINAL:
+        if wakes_outbox(decision):
             self._on_final()
         return event.outcome or decision.outcome
 

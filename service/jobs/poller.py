@@ -17,7 +17,7 @@ from service.clock import Clock
 from service.domain.errors import RelayError, UpstreamError
 from service.domain.records import TERMINAL, Task
 from service.domain.schedule import PollPolicy
-from service.domain.transitions import Decision, decide, fail_locally
+from service.domain.transitions import Decision, decide, fail_locally, wakes_outbox
 from service.jobs.ingest import poll_event
 from service.jobs.worker import QueueWorker
 from service.storage import Event, Storage
@@ -125,7 +125,7 @@ class Poller(QueueWorker):
             return dataclasses.replace(decision, changes={**decision.changes, **schedule})
 
         decision = await self._storage.apply(task.id, apply_poll, event if obs.terminal else None)
-        if decision is not None and decision.changes.get("status") in TERMINAL:
+        if decision is not None and wakes_outbox(decision):
             self._on_final()
 
     async def _reschedule(self, task: Task, now: float) -> None:

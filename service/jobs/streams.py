@@ -22,9 +22,9 @@ from typing import Any
 
 from service.clock import Clock
 from service.domain.errors import RelayError, UpstreamError, UpstreamOutcomeUnknown, UpstreamTimeout
-from service.domain.records import TERMINAL, Task
+from service.domain.records import Task
 from service.domain.schedule import PollPolicy
-from service.domain.transitions import Decision, decide
+from service.domain.transitions import Decision, decide, wakes_outbox
 from service.jobs.ingest import with_schedule
 from service.storage import Event, Storage
 from service.upstream.frames import StreamFrame
@@ -185,7 +185,7 @@ class StreamJob:
         decision = await self._storage.apply(task.id, apply, event)
         if decision is None:
             return True  # the task is gone (purged)
-        if decision.changes.get("status") in TERMINAL:
+        if wakes_outbox(decision):
             self._on_final()
         return final
 

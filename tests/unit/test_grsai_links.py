@@ -175,3 +175,13 @@ async def test_poll_answers_conform_to_the_document(relay: Relay, files: FileHos
     conforms(document, "/v1/draw/result", "post", await poll(relay, "task_nope"))
     signed = await fetch(relay, (await link_of(relay, task_id)) + "0")
     conforms(document, "/v1/files/{task_id}/{n}", "get", signed)
+
+
+async def test_revoking_the_key_ends_its_links(relay: Relay, files: FileHost) -> None:
+    """A link of a revoked key's task is refused like a forged one, though unexpired."""
+    task_id = await finished(relay, files)
+    url = await link_of(relay, task_id)
+    assert (await fetch(relay, url)).status_code == 200
+    assert await relay.storage.revoke_api_key(relay.key_id, relay.services.clock.now())
+    refused = await fetch(relay, url)
+    assert (refused.status_code, code(refused)) == (403, "invalid_link")

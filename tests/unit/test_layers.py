@@ -32,6 +32,7 @@ TOP_LEVEL = {
     "service": "wiring",
     "service.__main__": "wiring",
     "service.app": "wiring",
+    "service.assembly": "wiring",
     "service.server": "wiring",
     "service.settings": "config",
     "service.metrics": "support",

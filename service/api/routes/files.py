@@ -36,7 +36,8 @@ async def signed_file(request: Request) -> Response:
         raise Forbidden("this link is not a signed result link", code="invalid_link")
     task = await svc.storage.task(task_id)
     now = svc.clock.now()
-    secrets = await svc.storage.signing_secrets(task.api_key_id, now) if task else []
+    owner = await svc.storage.api_key_by_id(task.api_key_id) if task else None  # None: revoked
+    secrets = await svc.storage.signing_secrets(owner.id, now) if owner else []
     # an unknown task answers as a bad signature does: a link reveals nothing it was not for
     if not link_valid(secrets, task_id, n, expires, signature, now=0):
         raise Forbidden("this link's signature is not valid", code="invalid_link")
