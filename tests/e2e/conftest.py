@@ -13,7 +13,15 @@ import pytest
 
 from service.simulator import SimulatorConfig
 from tests.e2e.backends import Databases, backend_under_test
-from tests.e2e.harness import UPSTREAM_KEY, RelayProcess, SimulatorServer, free_port, relay_env
+from tests.e2e.harness import (
+    STARTED,
+    UPSTREAM_KEY,
+    RelayProcess,
+    SimulatorServer,
+    free_port,
+    reap,
+    relay_env,
+)
 from tests.s3server import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +44,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if not left_out(item)]
+
+
+@pytest.fixture(autouse=True)
+def _no_relay_outlives_its_test() -> Iterator[None]:
+    """Relays a test left running (it failed before stopping them) are killed after it."""
+    before = len(STARTED)  # a wider-scoped relay is set up before this and outlives the test
+    yield
+    reap(before)
 
 
 @pytest.fixture(name="simulator")

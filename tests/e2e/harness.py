@@ -140,6 +140,16 @@ class SimulatorServer:
             await asyncio.sleep(0.05)
 
 
+STARTED: list[RelayProcess] = []  # every relay started, in order; `reap` kills the newest
+
+
+def reap(keep: int) -> None:
+    """SIGKILL the relays started after the first `keep` that still run (a test that failed
+    before stopping its own; a module's shared relay started earlier is kept)."""
+    while len(STARTED) > keep:
+        STARTED.pop().kill()
+
+
 @dataclass
 class RelayProcess:
     """grsai-relay run exactly as a user runs it (`python -m service serve`), in a subprocess."""
@@ -190,6 +200,8 @@ class RelayProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        if not any(started is self for started in STARTED):  # a restart keeps its place
+            STARTED.append(self)
         wait_until_up(f"{self.url}/healthz", proc=self.proc)
         return self
 
