@@ -25,7 +25,8 @@ from pathlib import Path
 
 from bench_naive import SCHEMA as naive_schema
 from benchlib.plan import PlanTask
-from service.storage.columns import TASK_COLUMNS  # the relay's own row layout
+from service.domain.records import Task
+from service.storage.columns import TASK_COLUMNS, encode_column  # the relay's own row layout
 
 BATCH = 50_000
 MODEL, ENDPOINT = "nano-banana-pro", "/v1/draw/nano-banana"
@@ -77,13 +78,15 @@ def task_rows(count: int, key_id: str, now: float) -> Iterator[tuple[object, ...
         created = now - 3600 + 3000 * i / max(1, count)  # all submitted within the last hour
         prompt = f"benchmark task {i}: a lighthouse at dusk"
         task_input = {"model": MODEL, "prompt": prompt, "aspectRatio": "16:9"}
-        yield (
-            t.id, key_id, MODEL, ENDPOINT, "callback", "running", 0, t.upstream_id,
-            json.dumps(task_input, separators=(",", ":")), "[]", None, None,
-            json.dumps({"order": i}, separators=(",", ":")), None, created, created, None,
-            "submitted", None, None, hashlib.sha256(t.token.encode()).digest(), created,
-            now + 86400, 0,
+        task = Task(
+            id=t.id, api_key_id=key_id, model=MODEL, endpoint=ENDPOINT, mode="callback",
+            input=task_input, created_at=created, updated_at=created, status="running",
+            upstream_id=t.upstream_id, metadata={"order": i}, submit_state="submitted",
+            token_hash=hashlib.sha256(t.token.encode()).digest(), last_event_at=created,
+            next_poll_at=now + 86400,
         )  # fmt: skip
+        # every column the relay has, encoded as it stores them (a new column needs no change)
+        yield tuple(encode_column(column, getattr(task, column)) for column in TASK_COLUMNS)
 
 
 # Fixed column names; every value is bound.

@@ -18,6 +18,18 @@ def _ref(name: str) -> Json:
     return {"$ref": _REF.format(name)}
 
 
+# One event of a stream answer (OpenAPI 3.1: a text/event-stream `schema` is one event): GrsAI
+# sends only `data:` lines, each one task object.
+_STREAM_EVENT: Json = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": _ref("GrsaiTask"), "description": "The task object's JSON."},
+    },
+}  # fmt: skip
+
+
 _NULLABLE_STR = {"type": "string"}
 SCHEMAS: dict[str, Json] = {
     "GrsaiError": {
@@ -128,7 +140,7 @@ def _submit(path: str, models: list[str]) -> Json:
                 "one final (then the stream ends).",
                 "headers": {"X-Request-ID": _REQUEST_ID},
                 "content": {JSON: {"schema": _ref("GrsaiAccepted")},
-                            STREAM: {"schema": {"type": "string"},
+                            STREAM: {"schema": _STREAM_EVENT,
                                      "example": 'data: {"id":"task_...","status":"running",'
                                      '"progress":0,...}\n\n'}},
             },

@@ -36,7 +36,8 @@ def link_valid(
     """The link is unexpired and signed with one of the key's current secrets."""
     if expires < now:
         return False
+    given = signature.encode("utf-8", "surrogatepass")  # bytes: any text a query may carry
     return any(
-        hmac.compare_digest(link_signature(secret, task_id, n, expires), signature)
+        hmac.compare_digest(link_signature(secret, task_id, n, expires).encode(), given)
         for secret in secrets
     )

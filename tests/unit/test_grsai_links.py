@@ -145,6 +145,8 @@ async def test_tampered_links_are_403(relay: Relay, files: FileHost) -> None:
         url.split("?")[0],
         url.split("?")[0] + "?expires=abc&sig=x",
         url.split("?")[0] + f"?expires={expires}&sig=" + "x" * 500,
+        url.replace(sig, "%C3%A9" + sig[2:]),  # not ASCII: compared as bytes, not a 500
+        url.replace(sig, "%ED%A0%80" + sig[3:]),  # not even UTF-8
     ]
     for bad in tampered:
         response = await fetch(relay, bad)
