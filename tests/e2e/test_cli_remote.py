@@ -17,6 +17,10 @@ import pytest
 from tests.e2e.conftest import RelayFactory, auth
 from tests.e2e.harness import RelayProcess, SimulatorServer
 
+# The console script over HTTP, above the storage (doctor's database checks are SQLite's file):
+# it runs once, on SQLite.
+pytestmark = pytest.mark.no_database
+
 HANG = 120  # a hang guard, never a measure
 HELD = "[sim:delay=600] a lighthouse"  # the simulator holds it until the test finishes it
 QUIET = {"CALLBACK_SILENCE": "600"}  # no poll finishes a held task behind the test's back

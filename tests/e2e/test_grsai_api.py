@@ -23,7 +23,9 @@ from tests.e2e.backends import Databases
 from tests.e2e.harness import UPSTREAM_KEY, RelayProcess, SimulatorServer, free_port, relay_env
 from tests.e2e.test_grsai_clients import FAMILIES, FAMILY_IDS, check_result, payload
 
-pytestmark = [pytest.mark.e2e]
+# GrsAI's shapes over HTTP, above the storage: the storage contract suite and the other
+# end-to-end files run on PostgreSQL too, so this one runs once, on SQLite.
+pytestmark = [pytest.mark.e2e, pytest.mark.no_database]
 HANG = 60.0  # a hang guard, never a measure
 
 
