@@ -65,7 +65,7 @@ async def test_stream_task_succeeds_with_every_frame_stored(
 ) -> None:
     """A stream-mode task answers with GrsAI's id at once, and every progress frame and the final
     one are stored as applied `stream` events; no poll was needed."""
-    relay = start_relay(public=False, **STREAM)
+    relay = start_relay(public=False, CALLBACK_SILENCE="600", **STREAM)  # no silence poll
     key = relay.create_key("stream")
     task = await _submit(client, relay, key, f"[sim:stream={style}] a fox")
     assert task["upstream_id"]
@@ -138,7 +138,7 @@ async def test_failure_frames_fail_the_task(
     start_relay: RelayFactory, client: httpx.AsyncClient, directive: str, reason: str
 ) -> None:
     """A final frame saying failed (or violation) ends the task failed with GrsAI's reason."""
-    relay = start_relay(public=False, **STREAM)
+    relay = start_relay(public=False, CALLBACK_SILENCE="600", **STREAM)  # no silence poll
     key = relay.create_key("fails")
     task = await _submit(client, relay, key, f"{directive} a moth")
     done = await wait_for_task(client, relay, key, task["id"])
