@@ -17,6 +17,18 @@ from collections.abc import Iterable
 from types import TracebackType
 
 
+async def _take(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`, then clear it; True if it was set."""
+    if not event.is_set():
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        except TimeoutError:
+            return False
+    event.clear()
+    return True
+
+
 class Watcher:
     """One waiter on one task: `wait` returns once the task changed since the last wait began
     (a change between two waits is not lost: it is remembered until the next wait)."""
@@ -51,14 +63,7 @@ class Watcher:
 
     async def wait(self, seconds: float) -> bool:
         """Wait up to `seconds` for a change; True if one came (or the hub closed)."""
-        if not self._event.is_set():
-            try:
-                async with asyncio.timeout(seconds):
-                    await self._event.wait()
-            except TimeoutError:
-                return False
-        self._event.clear()
-        return True
+        return await _take(self._event, seconds)
 
 
 class WatchGroup:
@@ -94,14 +99,7 @@ class WatchGroup:
     async def wait(self, seconds: float) -> bool:
         """Wait up to `seconds` for a change of any member; True if one came (or the hub
         closed)."""
-        if not self._event.is_set():
-            try:
-                async with asyncio.timeout(seconds):
-                    await self._event.wait()
-            except TimeoutError:
-                return False
-        self._event.clear()
-        return True
+        return await _take(self._event, seconds)
 
 
 class TaskWatch:

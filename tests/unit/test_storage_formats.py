@@ -19,11 +19,11 @@ from service.storage import Storage, open_storage
 from service.storage.postgres import migrations as pg_migrations
 from service.storage.sqlite import migrations as sqlite_migrations
 from tests import pgserver
-from tests.contract.conftest import KEY, key_hash
+from tests.contract.conftest import KEY
+from tests.old_schemas import old_postgres, old_sqlite
 
 SQLITE_BEFORE = 5  # the last SQLite schema without callback formats
 PG_BEFORE = 3  # the same for PostgreSQL
-_KEY = "INSERT INTO api_keys (id, name, prefix, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)"
 _TASK = (
     "INSERT INTO tasks (id, api_key_id, model, endpoint, mode, status, input, created_at,"
     " updated_at, submit_state, upstream_id, callback_url) VALUES"
@@ -35,12 +35,6 @@ _DELIVERY = (
     " event_at, delivered_at) VALUES ('msg_old', 'task_old', 'key_main', 'task.failed',"
     " 'https://client.test/hook', 'delivered', 1, 2, 3)"
 )
-
-
-def _positional(sql: str) -> str:
-    for n in range(5, 0, -1):
-        sql = sql.replace(f"${n}", "?")
-    return sql
 
 
 def queueing(event: OutboxEvent) -> Callable[[Task], Decision]:
@@ -71,16 +65,7 @@ async def test_sqlite_upgrade_keeps_deliveries_and_makes_tasks_relay_shaped(
 ) -> None:
     """An old SQLite file keeps its task and delivery and refuses an unknown callback format."""
     path = tmp_path / "old.db"
-    with sqlite3.connect(path, isolation_level=None) as conn:
-        for migration in sqlite_migrations.MIGRATIONS[:SQLITE_BEFORE]:
-            for statement in migration:
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SQLITE_BEFORE}")
-        conn.execute(
-            _positional(_KEY), (KEY.id, KEY.name, KEY.prefix, key_hash(KEY), KEY.created_at)
-        )
-        conn.execute(_TASK)
-        conn.execute(_DELIVERY)
+    old_sqlite(path, SQLITE_BEFORE, _TASK, _DELIVERY)
     storage = open_storage(f"sqlite:///{path}")
     await storage.open()
     try:
@@ -102,18 +87,7 @@ async def test_postgresql_upgrade_keeps_deliveries_and_makes_tasks_relay_shaped(
     pg_url: str,
 ) -> None:
     """An old PostgreSQL schema keeps its task and delivery and refuses an unknown format."""
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for migration in pg_migrations.MIGRATIONS[:PG_BEFORE]:
-            for statement in migration:
-                await conn.execute(statement)
-        await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", PG_BEFORE)
-        await conn.execute(_KEY, KEY.id, KEY.name, KEY.prefix, key_hash(KEY), KEY.created_at)
-        await conn.execute(_TASK)
-        await conn.execute(_DELIVERY)
-    finally:
-        await conn.close()
+    await old_postgres(pg_url, PG_BEFORE, _TASK, _DELIVERY)
     storage = open_storage(pg_url)
     await storage.open()
     try:

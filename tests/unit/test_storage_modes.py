@@ -15,7 +15,8 @@ from service.storage import open_storage
 from service.storage.postgres import migrations as pg_migrations
 from service.storage.sqlite import migrations as sqlite_migrations
 from tests import pgserver
-from tests.contract.conftest import KEY, key_hash, make_task
+from tests.contract.conftest import make_task
+from tests.old_schemas import old_postgres, old_sqlite
 
 SQLITE_BEFORE = 4  # the last SQLite schema without stream mode
 PG_BEFORE = 2  # the same for PostgreSQL
@@ -25,7 +26,6 @@ _ROW = (
     " ('task_old', 'key_main', 'nano-banana', '/v1/draw/nano-banana', 'callback', 'running',"
     " '{}', 1, 1, 'submitted', 5)"
 )
-_KEY = "INSERT INTO api_keys (id, name, prefix, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)"
 
 
 def _sqlite_indexes(path: Path) -> list[tuple[str, str | None]]:
@@ -39,17 +39,8 @@ def _sqlite_indexes(path: Path) -> list[tuple[str, str | None]]:
 async def test_sqlite_upgrade_keeps_rows_indexes_and_sequence(tmp_path: Path) -> None:
     """An old SQLite file keeps its task, every index and its AUTOINCREMENT mark."""
     path = tmp_path / "old.db"
-    with sqlite3.connect(path, isolation_level=None) as conn:
-        for migration in sqlite_migrations.MIGRATIONS[:SQLITE_BEFORE]:
-            for statement in migration:
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SQLITE_BEFORE}")
-        conn.execute(_KEY.replace("$1", "?").replace("$2", "?").replace("$3", "?")
-                     .replace("$4", "?").replace("$5", "?"),
-                     (KEY.id, KEY.name, KEY.prefix, key_hash(KEY), KEY.created_at))  # fmt: skip
-        conn.execute(_ROW)
-        conn.execute(_ROW.replace("task_old", "task_gone"))
-        conn.execute("DELETE FROM tasks WHERE id = 'task_gone'")  # a purged task: seq 2 used
+    purged = ("DELETE FROM tasks WHERE id = 'task_gone'",)  # a purged task: seq 2 used
+    old_sqlite(path, SQLITE_BEFORE, _ROW, _ROW.replace("task_old", "task_gone"), *purged)
     indexes = _sqlite_indexes(path)
     storage = open_storage(f"sqlite:///{path}")
     await storage.open()
@@ -77,17 +68,7 @@ def _pg_url() -> Iterator[str]:
 
 async def test_postgresql_upgrade_swaps_the_mode_constraint(pg_url: str) -> None:
     """An old PostgreSQL schema keeps its task, takes 'stream' and still refuses others."""
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for migration in pg_migrations.MIGRATIONS[:PG_BEFORE]:
-            for statement in migration:
-                await conn.execute(statement)
-        await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", PG_BEFORE)
-        await conn.execute(_KEY, KEY.id, KEY.name, KEY.prefix, key_hash(KEY), KEY.created_at)
-        await conn.execute(_ROW)
-    finally:
-        await conn.close()
+    await old_postgres(pg_url, PG_BEFORE, _ROW)
     storage = open_storage(pg_url)
     await storage.open()
     try:
