@@ -156,6 +156,10 @@ async def test_relay_killed_mid_stream_finishes_by_polling_after_restart(
     task = await _submit(client, relay, key, "a badger")
     metrics = (await client.get(f"{relay.url}/metrics")).text
     assert "grsai_relay_upstream_streams 1.0" in metrics
+    for _ in range(600):  # a hang guard: the stream's first frame is stored (off the answer)
+        if _events(relay, task["id"]):
+            break
+        await asyncio.sleep(0.05)
     relay.kill()
     relay.start()
     done = await wait_for_task(client, relay, key, task["id"])
