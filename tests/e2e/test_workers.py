@@ -146,3 +146,5 @@ async def test_two_workers_share_the_port_a_dead_one_is_replaced_and_sigterm_sto
     assert all(gone(pid) for pid in now | {victim, replacement})
     assert workers_of(parent) == set()
     assert "2 worker(s) stopped" in relay.logs()
+    # the supervisor says `ready <url>` once, when the first worker serves (not per worker)
+    assert relay.logs().count(f"ready {relay.url}\n") == 1
